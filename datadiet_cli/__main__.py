@@ -1,0 +1,3 @@
+from datadiet_cli.cli import main
+
+main()

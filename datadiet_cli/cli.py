@@ -1,0 +1,96 @@
+"""The `datadiet` command line: a thin skin over the library (one module per stage)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from datadiet_cli import __version__
+from datadiet_cli.commands import prune
+from datadiet_cli.console import error_line
+from datadiet_cli.errors import DatadietError
+
+try:  # typer >= 0.29 vendors its own click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on real click
+    from click import exceptions as click_errors
+
+
+class DatadietGroup(TyperGroup):
+    """Turns every failure into one red line on stderr and an exit code: 1 for bad input, 2 for usage."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as error:
+            if error.format_message().strip():  # rich mode has already printed the help itself
+                typer.echo(error.format_message())
+            sys.exit(2)
+        except click_errors.UsageError as error:
+            command = error.ctx.command_path if error.ctx else "datadiet"
+            error_line(f"{error.format_message()} (see '{command} --help')")
+            sys.exit(2)
+        except click_errors.ClickException as error:
+            error_line(error.format_message())
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            error_line("interrupted; no output was written")
+            sys.exit(130)
+        except DatadietError as error:
+            error_line(str(error))
+            sys.exit(error.exit_code)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+app = typer.Typer(
+    cls=DatadietGroup,
+    name="datadiet",
+    help=(
+        "Make training sets smaller without making models worse (Sorscher et al., NeurIPS 2022).\n\n"
+        "Every step reads and writes a Parquet manifest, one row per example, so a pruning "
+        "pipeline chains as shell steps: ingest -> score/cluster -> prune -> balance -> train -> evaluate.\n\n"
+        "Example: datadiet ingest builtin:digits -o digits.parquet && "
+        "datadiet prune digits.parquet -o half.parquet --keep random --fraction 0.5"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"datadiet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Root options."""
+
+
+# app.command("ingest")(ingest.ingest)
+app.command("prune")(prune.prune)
+# app.command("balance")(balance.balance)
+
+
+def main() -> None:
+    app()

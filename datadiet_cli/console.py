@@ -1,0 +1,60 @@
+"""Terminal output for the CLI: summaries, rich progress bars and error lines. Library code never prints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+# Library functions that do long work accept `progress(done_delta, total)` callbacks of this shape.
+ProgressCallback = Callable[[int, int], None]
+
+
+def error_line(message: str) -> None:
+    """Exactly one red line on stderr (messages never contain markup to interpret)."""
+    first_line = " ".join(str(message).split())
+    stderr.print(Text("error: ", style="bold red") + Text(first_line, style="red"))
+
+
+@contextmanager
+def progress_bar(description: str, quiet: bool, unit: str = "items") -> Iterator[ProgressCallback]:
+    """A rich progress bar driven by a library callback; a no-op callback when quiet."""
+    if quiet:
+        yield lambda advance, total: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, advance=done, total=total)
+
+        yield advance
+
+
+def summary(quiet: bool, *lines: str) -> None:
+    if not quiet:
+        for line in lines:
+            stdout.print(line, highlight=False)
