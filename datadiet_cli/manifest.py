@@ -89,9 +89,7 @@ class Manifest:
             raise ColumnError(f"{self.name}: no column '{column}'; {needed_for}")
         values = self.table.column(column)
         if values.null_count:
-            raise ColumnError(
-                f"{self.name}: column '{column}' has {values.null_count} null values; {needed_for}"
-            )
+            raise ColumnError(f"{self.name}: column '{column}' has {values.null_count} null values; {needed_for}")
         return values.to_numpy().astype(np.int64, copy=False)
 
     def score(self, column: str) -> np.ndarray:
@@ -100,8 +98,7 @@ class Manifest:
             scores = sorted(self.meta.get("scores", {}))
             known = f" (score columns here: {', '.join(scores)})" if scores else ""
             raise ColumnError(
-                f"{self.name}: no score column '{column}'{known}; "
-                "add it with `datadiet score` or `datadiet cluster`"
+                f"{self.name}: no score column '{column}'{known}; add it with `datadiet score` or `datadiet cluster`"
             )
         values = self.table.column(column)
         if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
@@ -123,9 +120,7 @@ class Manifest:
         """The rows at `indices`, in that order, with the same metadata."""
         return dataclasses.replace(self, table=self.table.take(pa.array(indices, type=pa.int64())))
 
-    def with_column(
-        self, name: str, values: np.ndarray | pa.Array, type: pa.DataType | None = None
-    ) -> Manifest:
+    def with_column(self, name: str, values: np.ndarray | pa.Array, type: pa.DataType | None = None) -> Manifest:
         """Add or replace a column (keeping its position when it exists)."""
         array = pa.array(values, type=type)
         if name in self.table.column_names:
@@ -236,9 +231,7 @@ def read_manifest(path: Path | str) -> Manifest:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ManifestError(
-            f"{path}: not a Parquet manifest ({reason}); create one with `datadiet ingest`"
-        ) from None
+        raise ManifestError(f"{path}: not a Parquet manifest ({reason}); create one with `datadiet ingest`") from None
     meta = _decode_metadata(path, table.schema.metadata or {})
     table = table.replace_schema_metadata(None)
     manifest = Manifest(table=table, meta=meta, source=path)

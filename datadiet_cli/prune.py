@@ -43,9 +43,7 @@ def keep_count(n_rows: int, fraction: float | None, count: int | None) -> int:
             raise OptionError(f"--fraction {fraction} is outside (0, 1]; e.g. --fraction 0.3 keeps 30%")
         kept = math.floor(fraction * n_rows + 0.5)
         if kept == 0:
-            raise OptionError(
-                f"--fraction {fraction} of {n_rows} rows keeps 0 rows; use at least {1 / n_rows:.3g}"
-            )
+            raise OptionError(f"--fraction {fraction} of {n_rows} rows keeps 0 rows; use at least {1 / n_rows:.3g}")
         return kept
     assert count is not None
     if count < 1:
@@ -112,9 +110,7 @@ def policy_scores(manifest: Manifest, config: PruneConfig) -> np.ndarray:
     """The validated score column the policy ranks by (zeros for keep=random without --score)."""
     if config.score is None:
         if config.keep is not Keep.random:
-            raise OptionError(
-                f"--keep {config.keep.value} needs --score COLUMN (only --keep random does not)"
-            )
+            raise OptionError(f"--keep {config.keep.value} needs --score COLUMN (only --keep random does not)")
         return np.zeros(manifest.num_rows)
     return manifest.score(config.score)
 

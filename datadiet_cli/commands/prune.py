@@ -53,9 +53,7 @@ def prune(
     Example: datadiet prune scored.parquet -o kept.parquet --score el2n --keep hard --fraction 0.7
     """
     check_output(output, manifest)
-    config = PruneConfig(
-        keep=keep, score=score, fraction=fraction, count=count, window_start=window_start, seed=seed
-    )
+    config = PruneConfig(keep=keep, score=score, fraction=fraction, count=count, window_start=window_start, seed=seed)
     pruned = prune_manifest(read_manifest(manifest), config)
     write_manifest(pruned, output)
     stats = pruned.lineage("prune")[-1]["stats"]
