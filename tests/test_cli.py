@@ -1,0 +1,71 @@
+"""The CLI skin: help that teaches, one-line errors, exit codes, no torch import for --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from datadiet_cli import __version__
+from datadiet_cli.cli import app
+
+runner = CliRunner()
+COMMANDS = sorted(command.name for command in typer.main.get_group(app).commands.values())
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"datadiet {__version__}"
+
+
+def test_help_lists_every_stage() -> None:
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+    for stage in ("ingest", "prune", "balance"):
+        assert stage in COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_ends_with_an_example(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    assert f"Example: datadiet {command}" in result.output
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from datadiet_cli.cli import app\n"
+        "CliRunner().invoke(app, ['--help'])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"
+
+
+def test_unknown_option_is_one_line_with_exit_2() -> None:
+    result = runner.invoke(app, ["prune", "x.parquet", "-o", "y.parquet", "--keep", "hardest"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: Invalid value for '--keep'")
+    assert lines[0].endswith("(see 'datadiet prune --help')")
+
+
+def test_missing_file_is_one_line_with_exit_1(tmp_path) -> None:
+    result = runner.invoke(app, ["prune", str(tmp_path / "no.parquet"), "-o", str(tmp_path / "o.parquet"),
+                                 "--keep", "random", "--fraction", "0.5"])  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output == f"error: {tmp_path / 'no.parquet'}: no such file\n"
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_python_dash_m_entry_point() -> None:
+    completed = subprocess.run([sys.executable, "-m", "datadiet_cli", "--version"], capture_output=True, text=True)
+    assert completed.returncode == 0 and completed.stdout.strip() == f"datadiet {__version__}"
