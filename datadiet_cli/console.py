@@ -51,7 +51,12 @@ def progress_bar(description: str, quiet: bool, unit: str = "items") -> Iterator
         def advance(done: int, total: int) -> None:
             bar.update(task, advance=done, total=total)
 
-        yield advance
+        try:
+            yield advance
+        except BaseException:
+            # The error line must stand alone: drop the half-done bar before it is printed.
+            bar.update(task, visible=False)
+            raise
 
 
 def summary(quiet: bool, *lines: str) -> None:

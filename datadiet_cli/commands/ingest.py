@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from datadiet_cli import console
+from datadiet_cli.ingest import IngestConfig, Split, ingest_source, locate_source
+from datadiet_cli.manifest import check_output, write_manifest
+from datadiet_cli.options import OutputManifest, Quiet
+
+
+def ingest(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="An ImageFolder tree (`SOURCE/CLASS/IMAGE`), a folder holding `train/` and `test/` trees, "
+            "a folder of CIFAR-10/100 python batches, or builtin:digits.",
+            show_default=False,
+        ),
+    ],
+    output: OutputManifest,
+    split: Annotated[
+        Split | None,
+        typer.Option(
+            help="Which split to list where the source has train/test splits (default: train). "
+            "builtin:digits puts every 5th example of each class in test.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """List a dataset into a manifest: one row per image with a stable id, label, path and split.
+
+    Nothing is decoded: class folders are listed and a few image headers read for the image size. Labels index the sorted class folders, exactly as torchvision's ImageFolder numbers them.
+
+    Example: datadiet ingest builtin:digits -o digits.parquet
+    """
+    check_output(output)
+    config = IngestConfig(source=source, split=split)
+    located = locate_source(config)  # errors about SOURCE itself come before any progress bar
+    with console.progress_bar("listing", quiet or located.kind != "imagefolder", unit="classes") as progress:
+        manifest = ingest_source(config, progress, located)
+    write_manifest(manifest, output)
+    dataset = manifest.meta["dataset"]
+    shape = "x".join(str(v) for v in dataset["image_shape"]) if dataset["image_shape"] else "varying sizes"
+    split_text = f"{dataset['split']} split, " if dataset["split"] else ""
+    console.summary(
+        quiet,
+        f"ingested {manifest.num_rows:,} images of {len(dataset['classes'])} classes "
+        f"({split_text}{shape}) from {source} -> {output}",
+    )

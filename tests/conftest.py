@@ -1,0 +1,84 @@
+"""Shared fixtures: an isolated pixel cache for every test, tiny image trees, the real CIFAR-10 JPEGs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+CIFAR10_TARBALL = SHARED / "data" / "cifar10-jpg.tar.gz"
+# Outside the repository and outside $DATADIET_CACHE (which tests point at tmp dirs): unpacked once per machine.
+CIFAR10_UNPACKED = Path.home() / ".cache" / "datadiet" / "cifar10"
+
+
+@pytest.fixture(autouse=True)
+def isolated_pixel_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point $DATADIET_CACHE at a fresh folder, so no test reads or fills the real ~/.cache/datadiet."""
+    cache = tmp_path_factory.mktemp("datadiet-cache")
+    monkeypatch.setenv("DATADIET_CACHE", str(cache))
+    return cache
+
+
+def pattern_pixels(seed: int, height: int, width: int, channels: int) -> np.ndarray:
+    """Distinct, reproducible uint8 pixels for test image number `seed`."""
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+
+
+ImageTreeMaker = Callable[[Path, Mapping[str, tuple[int, int, int]]], dict[str, np.ndarray]]
+
+
+@pytest.fixture
+def make_image_tree() -> ImageTreeMaker:
+    """Write lossless PNGs: {"cat/0001.png": (H, W, C)} under root; returns the pixels written per path."""
+
+    def make(root: Path, files: Mapping[str, tuple[int, int, int]]) -> dict[str, np.ndarray]:
+        written: dict[str, np.ndarray] = {}
+        for seed, (relative, (height, width, channels)) in enumerate(files.items()):
+            pixels = pattern_pixels(seed, height, width, channels)
+            target = root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(target, format="PNG")
+            written[relative] = pixels
+        return written
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cifar10_root() -> Iterator[Path]:
+    """The real CIFAR-10 JPEG tree (cifar10/{train,test}/<class>/<NNNN>.jpg), unpacked from ../shared once."""
+    if not _is_unpacked(CIFAR10_UNPACKED):
+        if not CIFAR10_TARBALL.is_file():
+            pytest.skip(f"needs the real CIFAR-10 JPEGs: {CIFAR10_TARBALL} is absent (../shared/data is not mounted)")
+        if CIFAR10_UNPACKED.exists():
+            pytest.fail(f"{CIFAR10_UNPACKED} is an incomplete CIFAR-10 copy; delete it and the tests unpack it again")
+        _unpack(CIFAR10_TARBALL, CIFAR10_UNPACKED)
+    yield CIFAR10_UNPACKED
+
+
+def _is_unpacked(root: Path) -> bool:
+    return all((root / split).is_dir() and len(os.listdir(root / split)) == 10 for split in ("train", "test"))
+
+
+def _unpack(tarball: Path, target: Path) -> None:
+    """Extract beside the target and rename into place, so an interrupted unpack is never mistaken for data."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".cifar10-unpack-", dir=target.parent))
+    try:
+        with tarfile.open(tarball) as archive:
+            archive.extractall(staging, filter="data")
+        unpacked = staging / "cifar10"
+        if not _is_unpacked(unpacked):
+            pytest.fail(f"{tarball} did not contain cifar10/train and cifar10/test with 10 classes each")
+        os.replace(unpacked, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
