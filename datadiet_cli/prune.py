@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -41,7 +42,8 @@ def keep_count(n_rows: int, fraction: float | None, count: int | None) -> int:
     if fraction is not None:
         if not (0.0 < fraction <= 1.0) or math.isnan(fraction):
             raise OptionError(f"--fraction {fraction} is outside (0, 1]; e.g. --fraction 0.3 keeps 30%")
-        kept = math.floor(fraction * n_rows + 0.5)
+        # Exact decimal arithmetic: in floats 0.285 * 100 is 28.4999..., which would round the half down.
+        kept = math.floor(decimal_fraction(fraction) * n_rows + Fraction(1, 2))
         if kept == 0:
             raise OptionError(f"--fraction {fraction} of {n_rows} rows keeps 0 rows; use at least {1 / n_rows:.3g}")
         return kept
@@ -53,10 +55,17 @@ def keep_count(n_rows: int, fraction: float | None, count: int | None) -> int:
     return count
 
 
+def decimal_fraction(value: float) -> Fraction:
+    """The decimal number the user typed (0.3 -> 3/10), not its nearest binary float."""
+    return Fraction(str(float(value)))
+
+
 def rank_easy_to_hard(scores: np.ndarray, seed: int) -> np.ndarray:
     """Indices from easiest (lowest score) to hardest; equal scores in a seeded random order."""
-    tie_break = np.random.default_rng(seed).permutation(len(scores))
-    return np.lexsort((tie_break, scores))
+    # Shuffle, then sort stably: tied rows keep their shuffled order. Same result as a lexsort
+    # with a random tie-break key, at half the cost (one sort instead of two).
+    shuffled = np.random.default_rng(seed).permutation(len(scores))
+    return shuffled[np.argsort(scores[shuffled], kind="stable")]
 
 
 def selection_priority(scores: np.ndarray, config: PruneConfig, n_rows: int, n_keep: int) -> np.ndarray:
@@ -74,15 +83,17 @@ def selection_priority(scores: np.ndarray, config: PruneConfig, n_rows: int, n_k
     if config.keep is Keep.easy:
         return -rank
     start = window_start_rank(n_rows, n_keep, config.window_start)
-    band_centre = start + (n_keep - 1) / 2
-    # Distance to the band's centre; the tiny rank term makes ties (equidistant ranks) favour the easier side.
-    return -np.abs(rank - band_centre) - rank * 1e-9 / max(n_rows, 1)
+    # Twice the distance to the band's centre, an exact integer; equidistant ranks favour the easier side.
+    # Integer arithmetic keeps every priority distinct (exact in float64 up to ~60M rows), so the
+    # next-best rows that `balance` adds are well defined, not float round-off.
+    twice_distance = np.abs(2 * rank - (2 * start + n_keep - 1))
+    return -(twice_distance * n_rows + rank)
 
 
 def window_start_rank(n_rows: int, n_keep: int, window_start: float) -> int:
     if not 0.0 <= window_start < 1.0:
         raise OptionError(f"--window-start {window_start} is outside [0, 1)")
-    start = math.floor(window_start * n_rows)
+    start = math.floor(decimal_fraction(window_start) * n_rows)  # 0.29 * 100 is 28.999... in floats
     if start + n_keep > n_rows:
         highest = (n_rows - n_keep) / n_rows
         raise OptionError(
