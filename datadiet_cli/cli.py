@@ -9,7 +9,11 @@ import typer
 from typer.core import TyperGroup
 
 from datadiet_cli import __version__
-from datadiet_cli.commands import prune
+from datadiet_cli.commands import balance, ingest, prune
+from datadiet_cli.commands import cluster as cluster_command
+from datadiet_cli.commands import evaluate as evaluate_command
+from datadiet_cli.commands import score as score_command
+from datadiet_cli.commands import train as train_command
 from datadiet_cli.console import error_line
 from datadiet_cli.errors import DatadietError
 
@@ -85,9 +89,13 @@ def _root(
     """Root options."""
 
 
-# app.command("ingest")(ingest.ingest)
+app.command("ingest")(ingest.ingest)
 app.command("prune")(prune.prune)
-# app.command("balance")(balance.balance)
+app.command("score")(score_command.score)
+app.command("cluster")(cluster_command.cluster)
+app.command("balance")(balance.balance)
+app.command("train")(train_command.train)
+app.command("evaluate")(evaluate_command.evaluate)
 
 
 def main() -> None:

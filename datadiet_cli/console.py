@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -45,18 +46,24 @@ def progress_bar(description: str, quiet: bool, unit: str = "items") -> Iterator
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=stderr, transient=False) as bar:
-        task = bar.add_task(description, total=None)
+    # Started on the first report, so an error found before any work prints its line alone.
+    bar = Progress(*columns, console=stderr, transient=False)
+    tasks: list[TaskID] = []
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, advance=done, total=total)
+    def advance(done: int, total: int) -> None:
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task(description, total=None))
+        bar.update(tasks[0], advance=done, total=total)
 
-        try:
-            yield advance
-        except BaseException:
-            # The error line must stand alone: drop the half-done bar before it is printed.
-            bar.update(task, visible=False)
-            raise
+    try:
+        yield advance
+    except BaseException:
+        bar.live.transient = True  # the error line must stand alone: erase the half-done bar
+        raise
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def summary(quiet: bool, *lines: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from datadiet_cli import __version__
 from datadiet_cli.cli import app
+from datadiet_cli.manifest import read_manifest
 
 runner = CliRunner()
 COMMANDS = sorted(command.name for command in typer.main.get_group(app).commands.values())
@@ -69,3 +71,19 @@ def test_missing_file_is_one_line_with_exit_1(tmp_path) -> None:
 def test_python_dash_m_entry_point() -> None:
     completed = subprocess.run([sys.executable, "-m", "datadiet_cli", "--version"], capture_output=True, text=True)
     assert completed.returncode == 0 and completed.stdout.strip() == f"datadiet {__version__}"
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_manifests"
+
+
+def test_sample_manifests_chain_through_prune_and_balance(tmp_path: Path) -> None:
+    kept, balanced = tmp_path / "kept.parquet", tmp_path / "balanced.parquet"
+    scored = SAMPLES / "digits_scored.parquet"
+    result = runner.invoke(app, ["prune", str(scored), "-o", str(kept), "--score", "random", "--keep", "easy",
+                                 "--fraction", "0.2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("kept 288 of 1,442 rows (20.0%, keep easy by random)")
+    result = runner.invoke(app, ["balance", str(kept), "-o", str(balanced), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(balanced).num_rows == 288
+    assert read_manifest(SAMPLES / "digits_kept.parquet").lineage("prune")[-1]["stats"]["rows_kept"] == 433

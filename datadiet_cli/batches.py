@@ -1,0 +1,348 @@
+"""Batches for `train` and `evaluate`: example order, pixels on the device, augmentation, normalisation.
+
+Two paths, one interface (`ImageData.batches`):
+
+- small images (one shape, <= 64 px, e.g. CIFAR, digits): decoded once by `images.load_images`
+  (cached uint8), copied to the training device as one (N, C, H, W) uint8 tensor, and
+  augmented there a whole batch at a time. No DataLoader, no per-image Python: on two CPU
+  cores this is what keeps the model, not the input pipeline, the bottleneck.
+- large images (or sizes that vary): streamed from disk through a DataLoader with worker
+  processes (`images.open_image` + torchvision transforms), normalised on the device.
+
+Example order: every example gets a 64-bit hash of its id; epoch e visits the kept examples
+sorted by splitmix64(id_hash ^ splitmix64(seed, e)). That is one fixed permutation of the FULL
+dataset per (seed, epoch), filtered to the kept ids, so runs on different pruned subsets see
+their common examples in the same relative order (comparable runs, fewer confounders).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datadiet_cli import images
+from datadiet_cli.errors import DatasetError
+from datadiet_cli.manifest import Manifest
+from datadiet_cli.models import SMALL_IMAGE_MAX_SIDE
+from datadiet_cli.recipes import Augment, Recipe
+
+# Images per streamed sample used to estimate the normalisation of large-image datasets.
+NORMALISATION_SAMPLE = 256
+# (B,) positions into the data, (B, C, H, W) normalised float images, (B,) int64 labels.
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+_MASK64 = (1 << 64) - 1
+
+
+# -- example order ------------------------------------------------------------------------------
+
+
+def id_hashes(ids: Sequence[str] | np.ndarray) -> np.ndarray:
+    """A stable uint64 per id (blake2b), independent of which other ids are present."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little") for i in ids],
+        dtype=np.uint64,
+    )
+
+
+def splitmix64(values: np.ndarray) -> np.ndarray:
+    """Steele et al.'s 64-bit finaliser: a bijection that scrambles every bit (uint64 arithmetic wraps)."""
+    z = values.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def epoch_order(hashes: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """Positions 0..n-1 in the order epoch `epoch` visits them (see the module docstring)."""
+    epoch_key = splitmix64(np.array([(seed * 1_000_003 + epoch) & _MASK64], dtype=np.uint64))
+    return np.argsort(splitmix64(hashes ^ epoch_key), kind="stable")
+
+
+def split_batches(order: np.ndarray, n_batches: int) -> list[np.ndarray]:
+    """ceil(n/b) batches of near-equal size (sizes differ by at most one), never a tiny remainder.
+
+    A remainder batch of 1 would break BatchNorm on 1x1 feature maps and be a noisy step.
+    """
+    return np.array_split(order, n_batches)
+
+
+def seed_for(seed: int, epoch: int, stream: int) -> int:
+    """A 63-bit torch seed for one random stream of one epoch (0: augmentation, 1: DataLoader workers)."""
+    mixed = splitmix64(np.array([(seed * 1_000_003 + epoch * 7 + stream) & _MASK64], dtype=np.uint64))
+    return int(mixed[0]) >> 1
+
+
+# -- normalisation --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    mean: tuple[float, ...]  # per channel, pixel values scaled to [0, 1]
+    std: tuple[float, ...]
+
+    @staticmethod
+    def of_pixels(pixels: np.ndarray) -> Normalisation:
+        """Per-channel mean and std of uint8 (N, H, W, C) pixels, in [0, 1] units."""
+        flat = pixels.reshape(-1, pixels.shape[-1])
+        total = flat.shape[0]
+        sums = np.add.reduce(flat, axis=0, dtype=np.float64)
+        squares = np.zeros(flat.shape[1])
+        for start in range(0, total, 1 << 22):  # chunks: squaring all of CIFAR at once would take 1.2 GB
+            chunk = flat[start : start + (1 << 22)].astype(np.float64)
+            squares += (chunk * chunk).sum(axis=0)
+        mean = sums / total
+        std = np.sqrt(np.maximum(squares / total - mean * mean, 0.0))
+        std = np.where(std > 0, std, 1.0)  # a constant channel: leave it unscaled rather than divide by 0
+        return Normalisation(tuple(float(m) / 255 for m in mean), tuple(float(s) / 255 for s in std))
+
+
+# -- augmentation on the device, a whole batch at once ------------------------------------------------
+
+
+def crop_flip(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop of the zero-padded image + horizontal flip with p=0.5, for every image in one gather.
+
+    (B, C, H, W) uint8 -> (B, C, H, W) uint8; same result as torchvision's RandomCrop(pad) + RandomHorizontalFlip.
+    """
+    count, channels, height, width = batch.shape
+    device = batch.device
+    padded = F.pad(batch, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
+    top = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    left = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    flip = torch.rand(count, 1, generator=generator, device=device) < 0.5
+    columns = torch.arange(width, device=device)
+    rows = top + torch.arange(height, device=device)  # (B, H)
+    cols = left + torch.where(flip, columns.flip(0), columns)  # (B, W); a flipped crop reads right to left
+    return padded[
+        torch.arange(count, device=device)[:, None, None, None],
+        torch.arange(channels, device=device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+def resized_crop_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random-resized-crop (8-100% of the area, aspect 3/4-4/3) + flip, as one affine resampling.
+
+    (B, C, H, W) float -> same shape. Crops that would not fit are clamped to the image
+    (torchvision retries instead); bilinear, like torchvision's default.
+    """
+    count = batch.shape[0]
+    device = batch.device
+    uniform = torch.rand(count, 5, generator=generator, device=device)
+    area = 0.08 + 0.92 * uniform[:, 0]
+    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * uniform[:, 1]
+    width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)  # fraction of the image width
+    height = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+    centre_x = (2 * uniform[:, 2] - 1) * (1 - width)  # normalised [-1, 1] coordinates keep the crop inside
+    centre_y = (2 * uniform[:, 3] - 1) * (1 - height)
+    sign = torch.where(uniform[:, 4] < 0.5, -1.0, 1.0)
+    theta = torch.zeros(count, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 0, 2] = width * sign, centre_x
+    theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# -- the data ---------------------------------------------------------------------------------------
+
+
+class ImageData:
+    """The examples of one manifest, ready to be batched for a model on `device`."""
+
+    count: int
+    labels: torch.Tensor  # (N,) int64 on the device; -1 where the manifest has no label
+    in_channels: int
+    image_size: int  # longer side of the images the model sees
+    in_memory: bool
+    normalisation: Normalisation
+
+    def batches(self, batches: list[np.ndarray], augment: Augment, epoch_seed: int) -> Iterator[Batch]:
+        raise NotImplementedError
+
+
+def label_array(manifest: Manifest) -> np.ndarray:
+    """Labels as int64 with -1 for null (prediction on unlabeled data needs no labels)."""
+    if not manifest.has_column("label"):
+        return np.full(manifest.num_rows, -1, dtype=np.int64)
+    column = manifest.table.column("label")
+    return column.fill_null(-1).to_numpy().astype(np.int64)
+
+
+class InMemoryData(ImageData):
+    """Small images as one uint8 tensor on the device; batches are gathered and augmented there."""
+
+    in_memory = True
+
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        labels: np.ndarray,
+        device: torch.device,
+        normalisation: Normalisation | None,
+        channels_last: bool,
+        crop_padding: int = 4,
+    ) -> None:
+        self.count, height, width, self.in_channels = pixels.shape
+        self.image_size = max(height, width)
+        self.normalisation = normalisation or Normalisation.of_pixels(pixels)
+        self.device = device
+        self.crop_padding = crop_padding
+        self.channels_last = channels_last
+        # (N, H, W, C) uint8 on the host -> (N, C, H, W) uint8 on the device: 4x smaller than float.
+        # np.array copies: the cached pixels are a read-only memory map, and the copy is made once.
+        self.pixels = torch.from_numpy(np.array(pixels)).to(device).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        mean = torch.tensor(self.normalisation.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.normalisation.std, device=device).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add per pixel.
+        self.scale, self.shift = 1 / (255 * std), -mean / std
+
+    def batches(self, batches: list[np.ndarray], augment: Augment, epoch_seed: int) -> Iterator[Batch]:
+        generator = torch.Generator(device=self.device).manual_seed(epoch_seed)
+        order = torch.from_numpy(np.concatenate(batches) if batches else np.empty(0, np.int64)).to(self.device)
+        start = 0
+        for batch in batches:
+            positions = order[start : start + len(batch)]  # (B,)
+            start += len(batch)
+            pixels = self.pixels.index_select(0, positions)  # (B, C, H, W) uint8
+            if augment is Augment.crop_flip:
+                pixels = crop_flip(pixels, self.crop_padding, generator)
+            floats = torch.addcmul(self.shift, pixels.float(), self.scale)  # (B, C, H, W) normalised
+            if augment is Augment.resized_crop_flip:
+                floats = resized_crop_flip(floats, generator)
+            if self.channels_last:
+                floats = floats.contiguous(memory_format=torch.channels_last)
+            yield positions, floats, self.labels.index_select(0, positions)
+
+
+class StreamedImages(torch.utils.data.Dataset):
+    """Decodes one image per item in a DataLoader worker: (uint8 (C, S, S), position)."""
+
+    def __init__(self, manifest: Manifest, root: Path | None, transform: object) -> None:
+        self.manifest, self.root, self.transform = manifest, root, transform
+
+    def __len__(self) -> int:
+        return self.manifest.num_rows
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        return self.transform(images.open_image(self.manifest, position, self.root)), position
+
+
+def streamed_transform(recipe: Recipe, augment: Augment, channels: int) -> object:
+    from torchvision.transforms import v2
+
+    size = recipe.image_size
+    mode = images.pil_mode_for_channels(channels)
+    steps: list[object] = [v2.Lambda(lambda image: image.convert(mode))]
+    if augment is Augment.resized_crop_flip:
+        steps += [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+    elif augment is Augment.crop_flip:
+        steps += [v2.Resize(size), v2.CenterCrop(size), v2.RandomCrop(size, padding=recipe.crop_padding)]
+        steps += [v2.RandomHorizontalFlip()]
+    else:  # evaluation: the ImageNet protocol, shorter side to eval_resize then the central crop
+        steps += [v2.Resize(recipe.eval_resize), v2.CenterCrop(size)]
+    return v2.Compose([*steps, v2.PILToTensor()])
+
+
+class StreamedData(ImageData):
+    """Large images decoded by DataLoader workers each epoch, normalised on the device."""
+
+    in_memory = False
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        recipe: Recipe,
+        device: torch.device,
+        normalisation: Normalisation | None,
+        channels_last: bool,
+        workers: int,
+        root: Path | None,
+        in_channels: int | None = None,
+    ) -> None:
+        self.manifest, self.recipe, self.device, self.root = manifest, recipe, device, root
+        self.count = manifest.num_rows
+        self.image_size = recipe.image_size
+        self.in_channels = in_channels or images.channels_of_mode(images.open_image(manifest, 0, root).mode)
+        self.workers, self.channels_last = workers, channels_last
+        self.labels = torch.from_numpy(label_array(manifest)).to(device)
+        self.normalisation = normalisation or self.estimate_normalisation()
+        mean = torch.tensor(self.normalisation.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.normalisation.std, device=device).view(1, -1, 1, 1)
+        self.scale, self.shift = 1 / (255 * std), -mean / std
+
+    def estimate_normalisation(self) -> Normalisation:
+        sample = np.random.default_rng(0).permutation(self.count)[:NORMALISATION_SAMPLE]
+        dataset = StreamedImages(
+            self.manifest, self.root, streamed_transform(self.recipe, Augment.none, self.in_channels)
+        )
+        crops = np.stack([dataset[int(i)][0].permute(1, 2, 0).numpy() for i in sample])  # (S, H, W, C)
+        return Normalisation.of_pixels(crops)
+
+    def batches(self, batches: list[np.ndarray], augment: Augment, epoch_seed: int) -> Iterator[Batch]:
+        transform = streamed_transform(self.recipe, augment, self.in_channels)
+        loader = torch.utils.data.DataLoader(
+            StreamedImages(self.manifest, self.root, transform),
+            batch_sampler=[batch.tolist() for batch in batches],
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            # Seeds every worker's RNG from (seed, epoch): the augmentation of an epoch is reproducible.
+            generator=torch.Generator().manual_seed(epoch_seed),
+            prefetch_factor=4 if self.workers else None,
+        )
+        for pixels, positions in loader:  # (B, C, S, S) uint8, (B,)
+            pixels = pixels.to(self.device, non_blocking=True)
+            positions = positions.to(self.device, non_blocking=True)
+            floats = torch.addcmul(self.shift, pixels.float(), self.scale)
+            if self.channels_last:
+                floats = floats.contiguous(memory_format=torch.channels_last)
+            yield positions, floats, self.labels.index_select(0, positions)
+
+
+def is_small(manifest: Manifest) -> bool:
+    shape = (manifest.meta.get("dataset") or {}).get("image_shape")
+    return bool(shape) and max(int(shape[0]), int(shape[1])) <= SMALL_IMAGE_MAX_SIDE
+
+
+def load_data(
+    manifest: Manifest,
+    recipe: Recipe,
+    device: torch.device,
+    *,
+    normalisation: Normalisation | None = None,
+    channels_last: bool = False,
+    workers: int = 4,
+    root: Path | None = None,
+    pixels: np.ndarray | None = None,
+    in_channels: int | None = None,
+    in_memory: bool | None = None,
+    progress: images.ProgressCallback | None = None,
+) -> ImageData:
+    """The manifest's examples on `device`; normalisation computed from them unless given.
+
+    `pixels` (uint8 (N, H, W, C) in row order) skips decoding: callers that train many models
+    on subsets of one dataset load it once and slice. `in_memory` forces the path (evaluate
+    uses the one the model was trained with); None picks it by image size.
+    """
+    if in_memory is None:
+        in_memory = pixels is not None or is_small(manifest)
+    if in_memory:
+        if pixels is None:
+            pixels = images.load_images(manifest, root=root, progress=progress)
+        if pixels.shape[0] != manifest.num_rows:
+            raise DatasetError(f"{manifest.name}: {pixels.shape[0]} images given for {manifest.num_rows} rows")
+        return InMemoryData(
+            pixels, label_array(manifest), device, normalisation, channels_last, crop_padding=recipe.crop_padding
+        )
+    return StreamedData(manifest, recipe, device, normalisation, channels_last, workers, root, in_channels)

@@ -1,0 +1,491 @@
+"""The paper's prototype scores: k-means on embeddings, then each example's distance to its prototype.
+
+Sorscher et al. (2022, Sec. 5) embed every example with a self-supervised encoder, run
+k-means with k about the number of classes, and call an example hard when it lies far
+from its nearest centroid (`proto_dist`): prototypical examples are easy, outliers hard.
+With labels the same machinery gives the supervised prototype score (`sup_proto_dist`):
+the distance to the mean embedding of the example's own class.
+
+Everything here is arrays in, arrays out (`kmeans`, `class_prototype_distances`), plus
+`cluster_manifest`, which writes the columns and lineage. k-means runs in chunks of rows,
+so memory grows with chunk x k, never with N x k. torch is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from datadiet_cli.errors import DatadietError, OptionError
+from datadiet_cli.manifest import LineageStep, Manifest
+
+if TYPE_CHECKING:
+    import torch
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Engine(str, enum.Enum):
+    auto = "auto"
+    torch = "torch"
+    sklearn = "sklearn"
+
+
+# The CPU engine `auto` picks. Measured by benchmarks/bench_cluster.py (docs/cluster.md has the table):
+# on the 2-core CPU the chunked torch Lloyd loop beat scikit-learn's KMeans at the same init and tolerance.
+CPU_ENGINE = Engine.torch
+# Floats per chunk of the row x centroid distance matrix: bounds k-means memory independently of N.
+# On the CPU a chunk that stays in cache (~4,000 rows at k = 100) measured fastest; GPUs want big launches.
+CHUNK_FLOATS_CPU = 1 << 19
+CHUNK_FLOATS_GPU = 1 << 26
+# Rows per chunk of the centroid sums (float32 within a chunk, float64 across chunks).
+SUM_CHUNK_ROWS = 1 << 16
+PROTO_METRIC = "self_supervised_prototype"
+SUP_PROTO_METRIC = "supervised_prototype"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    k: int | None = None  # clusters; None = the number of classes (the paper's choice; App. F: robust within 10x)
+    iters: int = 100  # most Lloyd iterations (stops earlier at the tolerance)
+    tol: float = 1e-4  # stop when the summed squared centroid shift <= tol x mean feature variance (sklearn's rule)
+    fit_fraction: float = 1.0  # fit centroids on this seeded fraction of rows, then assign every row
+    spherical: bool = False  # cluster L2-normalised embeddings; distances become cosine distances 1 - cos
+    engine: Engine = Engine.auto  # auto: torch on a GPU, CPU_ENGINE on the CPU
+    ensemble: bool = False  # several embeddings: average their standardised scores (the paper's App. G)
+    seed: int = 0  # k-means++ draws and the fit sample; same seed, same clusters
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    labels: np.ndarray  # (N,) int64 cluster of every row
+    distances: np.ndarray  # (N,) float32 exact distance to the assigned centroid (cosine distance when spherical)
+    centroids: np.ndarray  # (k, D) float32 (unit vectors when spherical)
+    inertia: float  # sum over all N rows of the squared Euclidean distance to the assigned centroid
+    iterations: int  # Lloyd iterations run
+    converged: bool  # stopped by the tolerance or unchanged assignments, not by the iteration limit
+    engine: str  # which implementation fitted the centroids
+    fit_rows: int  # rows the centroids were fitted on (all rows unless fit_fraction < 1)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One embedding per manifest row (row order), and where they came from."""
+
+    matrix: np.ndarray  # (N, D) float32
+    identity: Mapping[str, Any] = field(default_factory=dict)  # encoder name, file digest, image size, ...
+
+
+# -- k-means ----------------------------------------------------------------------------------
+
+
+def kmeans_device(device: Any) -> str:
+    """The torch device k-means runs on for a --device choice; MPS has no float64 for the centroid sums, so CPU."""
+    from datadiet_cli.device import select_device
+
+    chosen = select_device(device)
+    return "cpu" if chosen.type in ("cpu", "mps") else str(chosen)
+
+
+def resolve_engine(engine: Engine, device: str, spherical: bool) -> Engine:
+    if engine is Engine.sklearn and spherical:
+        raise OptionError("--engine sklearn cannot keep unit-length centroids for --spherical; use --engine torch")
+    if engine is not Engine.auto:
+        return engine
+    return Engine.torch if device != "cpu" or spherical else CPU_ENGINE
+
+
+def fit_sample(n_rows: int, fraction: float, k: int, seed: int) -> np.ndarray | None:
+    """Sorted row indices to fit on (None = all rows): round(fraction x N), at least k."""
+    if not 0.0 < fraction <= 1.0 or math.isnan(fraction):
+        raise OptionError(f"--fit-fraction {fraction} is outside (0, 1]; e.g. --fit-fraction 0.1 fits on 10%")
+    size = max(k, math.floor(fraction * n_rows + 0.5))
+    if size >= n_rows:
+        return None
+    return np.sort(np.random.default_rng([seed, 1]).choice(n_rows, size=size, replace=False))
+
+
+def kmeans(
+    embeddings: np.ndarray,
+    k: int,
+    config: ClusterConfig,
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+) -> KMeansResult:
+    """k-means++ then Lloyd on (a seeded sample of) the rows; every row assigned to the final centroids."""
+    import torch
+
+    matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n_rows = len(matrix)
+    if k < 1:
+        raise OptionError(f"--k {k} must be at least 1")
+    if k > n_rows:
+        raise OptionError(f"--k {k} is larger than the number of rows ({n_rows}); use a smaller --k")
+    if config.iters < 1:
+        raise OptionError(f"--iters {config.iters} must be at least 1")
+    engine = resolve_engine(config.engine, device, config.spherical)
+    sample = fit_sample(n_rows, config.fit_fraction, k, config.seed)
+    rng = np.random.default_rng([config.seed, 2])
+    with torch.inference_mode():
+        points = torch.from_numpy(matrix).to(device)
+        if config.spherical:
+            points = unit_rows(points)
+        fit_points = points if sample is None else points[torch.from_numpy(sample).to(device)]
+        fit_sq = fit_points.square().sum(1)
+        chunk = chunk_rows(len(fit_points), max(k, 1), device)
+        tolerance = config.tol * mean_variance(fit_points, fit_sq)
+        seeds = kmeans_plusplus(fit_points, fit_sq, k, rng, chunk)
+        if engine is Engine.sklearn:
+            centroids, iterations, converged = _lloyd_sklearn(fit_points, seeds, config)
+            centroids = centroids.to(device)
+            if progress is not None:
+                progress(config.iters, config.iters)
+        else:
+            centroids, iterations, converged = _lloyd_torch(
+                fit_points, fit_sq, fit_points[seeds].clone(), config, tolerance, chunk, progress
+            )
+        labels, _ = nearest_centroids(points, points.square().sum(1), centroids, chunk_rows(n_rows, k, device))
+        distances, squared = exact_distances(points, centroids, labels, config.spherical)
+    return KMeansResult(
+        labels=labels.cpu().numpy().astype(np.int64),
+        distances=distances.cpu().numpy(),
+        centroids=centroids.float().cpu().numpy(),
+        inertia=float(squared.sum()),
+        iterations=iterations,
+        converged=converged,
+        engine=engine.value,
+        fit_rows=len(fit_points),
+    )
+
+
+def mean_variance(points: torch.Tensor, points_sq: torch.Tensor) -> float:
+    """Mean over features of the variance, from the row norms already computed (one more pass, not three)."""
+    mean = points.mean(0).double()
+    return float((points_sq.double().mean() - mean.square().sum()) / points.shape[1])
+
+
+def unit_rows(points: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return points / points.norm(dim=1, keepdim=True).clamp_min(torch.finfo(points.dtype).tiny)
+
+
+def chunk_rows(n_rows: int, width: int, device: str) -> int:
+    budget = CHUNK_FLOATS_CPU if device == "cpu" else CHUNK_FLOATS_GPU
+    return max(1, min(n_rows, max(256, budget // max(width, 1))))
+
+
+def nearest_centroids(
+    points: torch.Tensor, points_sq: torch.Tensor, centroids: torch.Tensor, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of and squared distance to the nearest centroid, one chunk of rows at a time."""
+    import torch
+
+    centroids_sq = centroids.square().sum(1)
+    labels = torch.empty(len(points), dtype=torch.int64, device=points.device)
+    squared = torch.empty(len(points), dtype=points.dtype, device=points.device)
+    for start in range(0, len(points), chunk):
+        stop = min(start + chunk, len(points))
+        # ||x||^2 is constant per row, so the argmin needs only ||c||^2 - 2 x.c (one GEMM).
+        partial = torch.addmm(centroids_sq, points[start:stop], centroids.T, alpha=-2.0)
+        best, labels[start:stop] = partial.min(1)
+        squared[start:stop] = (best + points_sq[start:stop]).clamp_min_(0.0)
+    return labels, squared
+
+
+def kmeans_plusplus(
+    points: torch.Tensor, points_sq: torch.Tensor, k: int, rng: np.random.Generator, chunk: int
+) -> np.ndarray:
+    """Greedy k-means++ (Arthur & Vassilvitskii, 2007): 2 + ln k candidates per centre, keep the best.
+
+    Returns the row indices of the k initial centres. Draws come from `rng` on the host,
+    so the same seed gives the same centres on every device.
+    """
+    import torch
+
+    n_rows = len(points)
+    trials = 2 + int(math.log(k))
+    chosen = [int(rng.integers(n_rows))]
+    closest = squared_distances_to(points, points_sq, [chosen[0]]).squeeze(1).double()
+    potential = float(closest.sum())
+    for _ in range(1, k):
+        if potential > 0:
+            cumulative = torch.cumsum(closest, 0)
+            targets = torch.from_numpy(rng.random(trials) * potential).to(closest.device)
+            candidates = torch.searchsorted(cumulative, targets).clamp_(max=n_rows - 1).tolist()
+        else:  # every row already sits on a centre: any row will do
+            candidates = rng.integers(n_rows, size=trials).tolist()
+        candidate_sq = squared_distances_to(points, points_sq, candidates).double()  # (N, trials), small
+        merged = torch.minimum(closest[:, None], candidate_sq)
+        potentials = merged.sum(0)
+        best = int(potentials.argmin())
+        chosen.append(candidates[best])
+        closest, potential = merged[:, best].contiguous(), float(potentials[best])
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def squared_distances_to(points: torch.Tensor, points_sq: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+    """(N, len(rows)) squared distances from every point to a few of the points."""
+    import torch
+
+    centres = points[list(rows)]
+    base = points_sq[:, None] + centres.square().sum(1)[None, :]
+    return torch.addmm(base, points, centres.T, alpha=-2.0).clamp_min_(0.0)
+
+
+def _lloyd_torch(
+    points: torch.Tensor,
+    points_sq: torch.Tensor,
+    centroids: torch.Tensor,
+    config: ClusterConfig,
+    tolerance: float,
+    chunk: int,
+    progress: ProgressCallback | None,
+) -> tuple[torch.Tensor, int, bool]:
+    import torch
+
+    k, width = centroids.shape
+    previous: torch.Tensor | None = None
+    on_cpu = points.device.type == "cpu"
+    for iteration in range(1, config.iters + 1):
+        sums = torch.zeros(k, width, dtype=torch.float64, device=points.device)
+        counts = torch.zeros(k, dtype=torch.float64, device=points.device)
+        labels, squared = nearest_centroids(points, points_sq, centroids, chunk)
+        for start in range(0, len(points), SUM_CHUNK_ROWS):
+            stop = min(start + SUM_CHUNK_ROWS, len(points))
+            rows, assigned = points[start:stop], labels[start:stop]
+            if on_cpu:
+                # Float32 within a chunk is ~10x faster than float64 here; chunks are summed in float64.
+                partial = torch.zeros(k, width, dtype=rows.dtype, device=rows.device)
+                sums += partial.index_add_(0, assigned, rows).double()
+            else:
+                # index_add_ is nondeterministic on CUDA (atomics); a one-hot GEMM is not, and is cheap there.
+                one_hot = torch.nn.functional.one_hot(assigned, k).to(rows.dtype)
+                sums += (one_hot.T @ rows).double()
+            counts += torch.bincount(assigned, minlength=k).double()
+        updated = (sums / counts.clamp_min(1)[:, None]).to(centroids.dtype)
+        empty = torch.nonzero(counts == 0).flatten()
+        if len(empty):
+            # sklearn's remedy: an empty cluster restarts at the rows farthest from their centroids.
+            farthest = torch.topk(squared, len(empty)).indices
+            updated[empty] = points[farthest]
+        if config.spherical:
+            updated = unit_rows(updated)
+        shift = float((updated - centroids).double().square().sum())
+        centroids = updated
+        if progress is not None:
+            progress(1, config.iters)
+        if (previous is not None and torch.equal(previous, labels)) or shift <= tolerance:
+            if progress is not None:
+                progress(config.iters - iteration, config.iters)
+            return centroids, iteration, True
+        previous = labels
+    return centroids, config.iters, False
+
+
+def _lloyd_sklearn(points: torch.Tensor, seeds: np.ndarray, config: ClusterConfig) -> tuple[torch.Tensor, int, bool]:
+    import torch
+    from sklearn.cluster import KMeans
+
+    array = points.cpu().numpy()
+    model = KMeans(
+        n_clusters=len(seeds),
+        init=array[seeds],
+        n_init=1,
+        max_iter=config.iters,
+        tol=config.tol,
+        algorithm="lloyd",
+        random_state=config.seed,
+    ).fit(array)
+    iterations = int(model.n_iter_)
+    return torch.from_numpy(model.cluster_centers_.astype(np.float32)), iterations, iterations < config.iters
+
+
+def exact_distances(
+    points: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor, spherical: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance of each row to its own centroid, float32 differences summed in float64, then rounded.
+
+    Returns (float32 distances: Euclidean, or 1 - cos when spherical; float64 squared Euclidean).
+    Computed directly per row, not from the ||x||^2 - 2x.c + ||c||^2 expansion, which cancels badly.
+    """
+    import torch
+
+    distances = torch.empty(len(points), dtype=torch.float32, device=points.device)
+    squared = torch.empty(len(points), dtype=torch.float64, device=points.device)
+    chunk = chunk_rows(len(points), points.shape[1], points.device.type)
+    for start in range(0, len(points), chunk):
+        stop = min(start + chunk, len(points))
+        rows, own = points[start:stop], centroids[labels[start:stop]]
+        squared[start:stop] = (rows - own).double().square().sum(1)
+        if spherical:
+            distances[start:stop] = (1.0 - (rows.double() * own.double()).sum(1)).float()
+        else:
+            distances[start:stop] = squared[start:stop].sqrt().float()
+    return distances, squared
+
+
+def class_prototype_distances(
+    embeddings: np.ndarray, labels: np.ndarray, spherical: bool, device: str = "cpu"
+) -> np.ndarray:
+    """Supervised prototype score: distance of each row to the mean embedding of its own class (float32)."""
+    import torch
+
+    with torch.inference_mode():
+        points = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(device)
+        if spherical:
+            points = unit_rows(points)
+        classes, inverse = np.unique(labels, return_inverse=True)
+        assigned = torch.from_numpy(inverse.astype(np.int64)).to(device)
+        sums = torch.zeros(len(classes), points.shape[1], dtype=torch.float64, device=device)
+        sums.index_add_(0, assigned, points.double())
+        counts = torch.bincount(assigned, minlength=len(classes)).double()
+        prototypes = (sums / counts[:, None]).float()
+        if spherical:
+            prototypes = unit_rows(prototypes)
+        distances, _ = exact_distances(points, prototypes, assigned, spherical)
+    return distances.cpu().numpy()
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """(x - mean) / std, so scores of encoders with different embedding scales weigh the same."""
+    scores = np.asarray(scores, dtype=np.float64)
+    spread = scores.std()
+    return (scores - scores.mean()) / (spread if spread > 0 else 1.0)
+
+
+# -- manifests ----------------------------------------------------------------------------------
+
+
+def check_embeddings(matrix: np.ndarray, ids: np.ndarray, source: str, spherical: bool) -> None:
+    """One-line errors for embeddings that k-means cannot use (wrong shape, NaN/inf, zero rows with cosine)."""
+    if matrix.ndim != 2 or len(matrix) != len(ids):
+        raise DatadietError(f"{source}: embeddings have shape {matrix.shape}, expected ({len(ids)}, D)")
+    bad_rows = ~np.isfinite(matrix).all(axis=1)
+    if bad_rows.any():
+        first = int(np.flatnonzero(bad_rows)[0])
+        raise DatadietError(
+            f"{source}: {int(bad_rows.sum())} embeddings contain NaN or inf (first at id '{ids[first]}'); "
+            "fix or drop those rows before clustering"
+        )
+    if spherical:
+        zero_rows = ~matrix.any(axis=1)
+        if zero_rows.any():
+            first = int(np.flatnonzero(zero_rows)[0])
+            raise DatadietError(
+                f"{source}: {int(zero_rows.sum())} embeddings are all zeros (first at id '{ids[first]}'); "
+                "--spherical needs a direction for every row"
+            )
+
+
+def full_labels(manifest: Manifest) -> np.ndarray | None:
+    """The labels when every row has one, else None (then there is no supervised prototype)."""
+    if not manifest.has_column("label") or manifest.table.column("label").null_count:
+        return None
+    return manifest.labels()
+
+
+def resolve_k(manifest: Manifest, requested: int | None, labels: np.ndarray | None) -> int:
+    if requested is not None:
+        return requested
+    if labels is None:
+        raise OptionError(
+            f"{manifest.name}: the examples are unlabeled, so --k cannot default to the number of classes; "
+            "pass --k (e.g. about the number of classes you expect)"
+        )
+    return len(manifest.classes) or len(np.unique(labels))
+
+
+def source_label(source: Embeddings) -> str:
+    """How errors name a source: the embeddings file, or the encoder that produced the vectors."""
+    identity = source.identity
+    if identity.get("kind") == "embeddings" and identity.get("file"):
+        return str(identity["file"])
+    return f"embeddings of {identity.get('name') or 'the encoder'}"
+
+
+def validate_config(manifest: Manifest, config: ClusterConfig, n_sources: int) -> int:
+    """Every option check that needs no embeddings (run before the expensive embedding); returns k."""
+    if n_sources == 0:
+        raise OptionError("nothing to cluster: give an --encoder or --embeddings")
+    if n_sources > 1 and not config.ensemble:
+        raise OptionError(f"{n_sources} encoders/embeddings given; add --ensemble to average their scores")
+    k = resolve_k(manifest, config.k, full_labels(manifest))
+    if k < 1:
+        raise OptionError(f"--k {k} must be at least 1")
+    if k > manifest.num_rows:
+        raise OptionError(f"--k {k} is larger than the number of rows ({manifest.num_rows}); use a smaller --k")
+    if config.iters < 1:
+        raise OptionError(f"--iters {config.iters} must be at least 1")
+    fit_sample(manifest.num_rows, config.fit_fraction, k, config.seed)
+    resolve_engine(config.engine, "cpu", config.spherical)
+    return k
+
+
+def cluster_manifest(
+    manifest: Manifest,
+    sources: Sequence[Embeddings],
+    config: ClusterConfig,
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+    embed_options: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Add `cluster`, `proto_dist` and (with labels) `sup_proto_dist`; record the fit in the lineage.
+
+    With several sources (`config.ensemble`), each is clustered on its own, the scores are
+    standardised per source and averaged, and `cluster` comes from the first source.
+    """
+    k = validate_config(manifest, config, len(sources))
+    labels = full_labels(manifest)
+    ids = manifest.ids()
+    fits: list[KMeansResult] = []
+    supervised: list[np.ndarray] = []
+    for source in sources:
+        check_embeddings(source.matrix, ids, source_label(source), config.spherical)
+        fits.append(kmeans(source.matrix, k, config, device, progress))
+        if labels is not None:
+            supervised.append(class_prototype_distances(source.matrix, labels, config.spherical, device))
+    combine = (lambda scores: np.mean([standardise(s) for s in scores], axis=0)) if len(sources) > 1 else None
+    proto = combine([f.distances for f in fits]) if combine else fits[0].distances
+    distance = "cosine" if config.spherical else "euclidean"
+    params = {
+        "k": k,
+        "distance": distance,
+        "encoders": [dict(s.identity) for s in sources],
+        "combined": "mean of per-source z-scores" if combine else "raw distance",
+    }
+    clustered = manifest.with_column("cluster", fits[0].labels, pa.int64()).with_score(
+        "proto_dist", proto, PROTO_METRIC, params
+    )
+    if labels is not None:
+        sup = combine(supervised) if combine else supervised[0]
+        clustered = clustered.with_score(
+            "sup_proto_dist", sup, SUP_PROTO_METRIC, {key: value for key, value in params.items() if key != "k"}
+        )
+    stats = {
+        "rows": manifest.num_rows,
+        "k": k,
+        "fits": [
+            {
+                "encoder": dict(source.identity),
+                "iterations": fit.iterations,
+                "converged": fit.converged,
+                "inertia": fit.inertia,
+                "engine": fit.engine,
+                "fit_rows": fit.fit_rows,
+                "cluster_sizes": np.bincount(fit.labels, minlength=k).tolist(),
+            }
+            for source, fit in zip(sources, fits, strict=True)
+        ],
+        "device": device,
+        "supervised": labels is not None,
+        **({"embedding": dict(embed_options)} if embed_options else {}),
+    }
+    inputs = [manifest.source] if manifest.source is not None else []
+    return clustered.with_lineage(LineageStep("cluster", config, inputs, stats))

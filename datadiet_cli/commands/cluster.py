@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from datadiet_cli import console
+from datadiet_cli.cluster import ClusterConfig, Embeddings, Engine, cluster_manifest, kmeans_device, validate_config
+from datadiet_cli.errors import OptionError
+from datadiet_cli.manifest import Manifest, check_output, read_manifest, write_embeddings, write_manifest
+from datadiet_cli.options import Device, DeviceOption, InputManifest, OutputManifest, Quiet, RootOption, Seed
+
+
+def cluster(
+    manifest: InputManifest,
+    output: OutputManifest,
+    encoder: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ENCODER",
+            help="swav-resnet50 (the paper's; default), torchvision:NAME (with --weights), or the path of a "
+            "torch.export program (RGB [0,1] (N,3,S,S) -> (N,D)). Repeat it with --ensemble.",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="FILE",
+            help="Checkpoint for swav-resnet50 (default: the torch hub cache) or torchvision:NAME; one per such encoder, in order.",
+            show_default=False,
+        ),
+    ] = None,
+    embeddings: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="FILE",
+            help="Precomputed embeddings instead of an encoder: Parquet with id + embedding, or .npy with --embedding-ids.",
+            show_default=False,
+        ),
+    ] = None,
+    embedding_ids: Annotated[
+        Path | None,
+        typer.Option(
+            help="Ids of a .npy --embeddings file: text, one per line, or Parquet with an id column.",
+            show_default=False,
+        ),
+    ] = None,
+    save_embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the embeddings (Parquet: id + embedding) for reuse with --embeddings.", show_default=False
+        ),
+    ] = None,
+    k: Annotated[
+        int | None,
+        typer.Option(
+            "--k",
+            help="Number of clusters. Default: the number of classes (required for unlabeled data).",
+            show_default=False,
+        ),
+    ] = None,
+    iters: Annotated[int, typer.Option(help="Most Lloyd iterations (stops earlier at tolerance 1e-4).")] = 100,
+    fit_fraction: Annotated[
+        float, typer.Option(help="Fit centroids on this seeded fraction of rows, then assign every row (recorded).")
+    ] = 1.0,
+    spherical: Annotated[
+        bool, typer.Option(help="Cluster L2-normalised embeddings; distances are cosine distances 1 - cos.")
+    ] = False,
+    ensemble: Annotated[
+        bool, typer.Option(help="Average the standardised scores of several --encoder/--embeddings sources.")
+    ] = False,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Encoder input side S. Default: 224 for swav/torchvision; for a program, the images' side rounded up to a size it accepts.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 128,
+    engine: Annotated[
+        Engine,
+        typer.Option(help="k-means implementation: auto picks torch on a GPU and the faster measured one on the CPU."),
+    ] = Engine.auto,
+    device: DeviceOption = Device.auto,
+    root: RootOption = None,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Score every example by its distance to its k-means prototype in an encoder's embedding space (the paper's self-supervised metric).
+
+    Adds `cluster` (int64), `proto_dist` (distance to the nearest centroid: far = atypical = hard) and, when every row is labeled, `sup_proto_dist` (distance to the mean embedding of its class). Encoder weights are never downloaded.
+
+    Example: datadiet cluster cifar.parquet -o clustered.parquet --encoder ../shared/models/efficientnet_lite0_imagenet.pt2
+    """
+    check_output(output, manifest)
+    if save_embeddings is not None:
+        check_output(save_embeddings, manifest, output)
+    source = read_manifest(manifest)
+    config = ClusterConfig(k=k, iters=iters, fit_fraction=fit_fraction, spherical=spherical, engine=engine,
+                           ensemble=ensemble, seed=seed)  # fmt: skip
+    n_sources = len(encoder or []) + len(embeddings or []) or 1  # none given: swav-resnet50
+    validate_config(source, config, n_sources)
+    if save_embeddings is not None and n_sources != 1:
+        raise OptionError(f"--save-embeddings writes one source's embeddings; {n_sources} were given")
+    embed_options = {"image_size": image_size, "batch_size": batch_size, "device": device.value}
+    sources = _embed_all(
+        source, encoder or [], weights or [], embeddings or [], embedding_ids, embed_options, root, quiet
+    )
+    if save_embeddings is not None:
+        write_embeddings(source.ids(), sources[0].matrix, save_embeddings, {"encoder": dict(sources[0].identity)})
+    with console.progress_bar("k-means", quiet, unit="iterations") as progress:
+        clustered = cluster_manifest(source, sources, config, kmeans_device(device), progress, embed_options)
+    write_manifest(clustered, output)
+    stats = clustered.lineage("cluster")[-1]["stats"]
+    fit = stats["fits"][0]
+    console.summary(
+        quiet,
+        f"clustered {stats['rows']:,} rows into k={stats['k']} ({fit['engine']}, {fit['iterations']} iterations, "
+        f"fit on {fit['fit_rows']:,} rows); wrote cluster, proto_dist"
+        + (", sup_proto_dist" if stats["supervised"] else "")
+        + f" -> {output}",
+    )
+
+
+def _embed_all(
+    manifest: Manifest,
+    encoders: list[str],
+    weights: list[Path],
+    files: list[Path],
+    ids_file: Path | None,
+    options: dict[str, Any],
+    root: Path | None,
+    quiet: bool,
+) -> list[Embeddings]:
+    """Every requested source of embeddings, in order: encoders (default swav-resnet50), then files."""
+    from datadiet_cli.embed import (
+        SWAV_ENCODER,
+        EmbedConfig,
+        check_encoder,
+        embed_manifest,
+        embeddings_from_file,
+        load_pixels,
+        pair_weights,
+    )
+
+    if not encoders and not files:
+        encoders = [SWAV_ENCODER]
+    paired = pair_weights(encoders, weights)
+    for name, weight in zip(encoders, paired, strict=True):
+        check_encoder(name, weight)
+    pixels = None
+    if encoders:
+        with console.progress_bar("decoding", quiet, unit="images") as progress:
+            pixels = load_pixels(manifest, root, progress)
+    sources = []
+    for name, weight in zip(encoders, paired, strict=True):
+        config = EmbedConfig(encoder=name, weights=weight, **options)
+        with console.progress_bar(f"embedding ({Path(name).name})", quiet, unit="images") as progress:
+            sources.append(embed_manifest(manifest, config, root, pixels, progress))
+    sources.extend(embeddings_from_file(manifest, path, ids_file) for path in files)
+    return sources

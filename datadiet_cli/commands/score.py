@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datadiet_cli import console
+from datadiet_cli.manifest import check_output, read_manifest, write_manifest
+from datadiet_cli.options import Device, DeviceOption, InputManifest, OutputManifest, Quiet, Seed
+from datadiet_cli.recipes import Augment
+from datadiet_cli.score import GrandMode, Metric, ScoreConfig, score_manifest
+
+
+def score(
+    manifest: InputManifest,
+    output: OutputManifest,
+    metric: Annotated[
+        Metric,
+        typer.Option(
+            help="Difficulty metric to add as a column (higher = harder); see docs/score.md.", show_default=False
+        ),
+    ],
+    probes: Annotated[int, typer.Option(help="Number of probe models K (the paper: 10).")] = 10,
+    probe_epochs: Annotated[int, typer.Option(help="Epochs each probe trains before it is measured.")] = 20,
+    recipe: Annotated[
+        str, typer.Option(help="Probe training recipe: cifar, imagenet or fast (see train --help).")
+    ] = "cifar",
+    arch: Annotated[str | None, typer.Option(help="Probe network (default: the recipe's).", show_default=False)] = None,
+    augment: Annotated[
+        Augment | None,
+        typer.Option(
+            help="Probe augmentation: crop-flip, resized-crop-flip or none (default: the recipe's).", show_default=False
+        ),
+    ] = None,
+    probes_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the probe runs (default: OUT without .parquet + '.probes'); finished probes there are reused.",
+            show_default=False,
+        ),
+    ] = None,
+    from_runs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Score from existing `datadiet train` run folders instead of training probes (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    variant: Annotated[str, typer.Option(help="uncertainty only: max (1 - max mean probability) or entropy.")] = "max",
+    subset: Annotated[float, typer.Option(help="memorization only: fraction of the data each probe trains on.")] = 0.7,
+    grand_mode: Annotated[
+        GrandMode, typer.Option(help="grand only: exact per-example gradients, or the last layer's.")
+    ] = GrandMode.exact,
+    column: Annotated[
+        str | None, typer.Option(help="Output column name (default: the metric's name).", show_default=False)
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(help="Probes trained in parallel processes (one per GPU where several exist).")
+    ] = 1,
+    seed: Seed = 0,
+    device: DeviceOption = "auto",  # type: ignore[assignment]
+    quiet: Quiet = False,
+) -> None:
+    """Add a difficulty score column computed from probe models that datadiet trains itself.
+
+    Each probe is an ordinary `train` run kept under --probes-dir, so an interrupted run resumes and probes can be trained elsewhere and scored with --from-runs. Writes <metric> and, for el2n, grand and forgetting, <metric>_std across probes.
+
+    Example: datadiet score train.parquet -o scored.parquet --metric el2n --probes 10 --probe-epochs 20
+    """
+    check_output(output, manifest)
+    config = ScoreConfig(metric=metric, probes=probes, probe_epochs=probe_epochs, recipe=recipe, arch=arch, augment=augment, seed=seed,
+                         variant=variant, subset=subset, grand_mode=grand_mode, device=Device(device).value,
+                         jobs=jobs, column=column)  # fmt: skip
+    probes_dir = probes_dir or output.with_suffix(".probes")
+    with console.progress_bar(f"{metric.value}: probes", quiet, unit="probes") as advance:
+        scored = score_manifest(read_manifest(manifest), config, probes_dir, from_runs or (), advance)
+    write_manifest(scored, output)
+    stats = scored.lineage("score")[-1]["stats"]
+    console.summary(quiet, f"{stats['column']}: mean {stats['mean']:.4g}, std {stats['std']:.4g} over "
+                           f"{scored.num_rows:,} rows from {stats['probes']} probes -> {output}")  # fmt: skip

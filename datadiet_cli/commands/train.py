@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from datadiet_cli import console
+from datadiet_cli.options import DeviceOption, InputManifest, Quiet, RootOption, Seed
+from datadiet_cli.recipes import (
+    RECIPES,
+    Augment,
+    Precision,
+    TrainConfig,
+    parse_dynamics_epochs,
+    parse_milestones,
+    recipe_with,
+)
+
+
+def _option(help: str, **extra: Any) -> Any:
+    return typer.Option(help=help, show_default=False, **extra)
+
+
+RunDir = Annotated[Path, typer.Option("--output", "-o", help="Run directory to create (or continue with --resume).")]
+RecipeName = Annotated[
+    str,
+    _option(
+        f"Settings to start from: {', '.join(RECIPES)}. cifar and imagenet are the paper's (App. B); fast "
+        "trains a small CNN on a CPU in minutes. Every field can be overridden below.",
+    ),
+]
+Arch = Annotated[
+    str | None, _option("Network: smallcnn, resnet18, resnet50 or torchvision:NAME (default: the recipe's).")
+]
+Epochs = Annotated[int | None, _option("Passes over the kept data (default: the recipe's).")]
+BatchSize = Annotated[int | None, _option("Images per SGD step (default: the recipe's).")]
+Lr = Annotated[float | None, _option("Peak learning rate (imagenet: per 256 images) (default: the recipe's).")]
+Momentum = Annotated[float | None, _option("SGD momentum (default: the recipe's).")]
+Nesterov = Annotated[bool | None, _option("Nesterov momentum (default: the recipe's).")]
+WeightDecay = Annotated[float | None, _option("Weight decay (default: the recipe's).")]
+Milestones = Annotated[str | None, _option("Comma-separated fractions of the run after which lr *= gamma, or none.")]
+Gamma = Annotated[float | None, _option("Learning-rate decay factor at each milestone (default: the recipe's).")]
+Warmup = Annotated[float | None, _option("Fraction of the run with linear lr warmup (default: the recipe's).")]
+LabelSmoothing = Annotated[float | None, _option("Cross-entropy label smoothing (default: the recipe's).")]
+AugmentOption = Annotated[Augment | None, _option("Training augmentation (default: the recipe's).")]
+MatchedIterations = Annotated[
+    float,
+    typer.Option(
+        help="0: the recipe's epochs over the kept data; 1: as many steps as the full dataset (from the prune "
+        "lineage) would take; linear in between (the paper's App. J)."
+    ),
+]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        help="Forward-pass precision; auto = bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."
+    ),
+]
+RecordDynamics = Annotated[
+    bool,
+    typer.Option(
+        "--record-dynamics", help="Write dynamics.parquet: per example and epoch, loss/correct/p_label/el2n/margin."
+    ),
+]
+DynamicsEpochs = Annotated[
+    str, typer.Option(help="Epochs that end with an eval pass over the kept data for dynamics: 5,10 | last | none.")
+]
+Workers = Annotated[int, typer.Option(help="DataLoader workers for large images (small images need none).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last finished epoch.")]
+
+
+def train(
+    manifest: InputManifest,
+    output: RunDir,
+    recipe: RecipeName,
+    arch: Arch = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    momentum: Momentum = None,
+    nesterov: Nesterov = None,
+    weight_decay: WeightDecay = None,
+    milestones: Milestones = None,
+    gamma: Gamma = None,
+    warmup: Warmup = None,
+    label_smoothing: LabelSmoothing = None,
+    augment: AugmentOption = None,
+    matched_iterations: MatchedIterations = 0.0,
+    device: DeviceOption = "auto",  # type: ignore[assignment]
+    precision: PrecisionOption = Precision.auto,
+    seed: Seed = 0,
+    record_dynamics: RecordDynamics = False,
+    dynamics_epochs: DynamicsEpochs = "last",
+    workers: Workers = 4,
+    root: RootOption = None,
+    resume: Resume = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a model from scratch on exactly the examples of a manifest.
+
+    RUN_DIR gets config.json (every setting, the input's digest), metrics.jsonl (one line per epoch), checkpoint.pt (after every epoch; --resume continues from it) and, with --record-dynamics, dynamics.parquet. Examples are visited in a fixed per-epoch permutation of the full dataset filtered to the kept ids, so runs on different subsets are comparable.
+
+    Example: datadiet train kept.parquet -o runs/kept --recipe fast && datadiet evaluate runs/kept test.parquet
+    """
+    from datadiet_cli.manifest import read_manifest
+    from datadiet_cli.train import train_run
+
+    overrides = dict(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov)
+    overrides |= dict(weight_decay=weight_decay, milestones=parse_milestones(milestones), gamma=gamma, warmup=warmup)
+    overrides |= dict(label_smoothing=label_smoothing, augment=augment)
+    config = TrainConfig(
+        recipe=recipe_with(recipe, **overrides),
+        device=getattr(device, "value", device),
+        seed=seed,
+        matched_iterations=matched_iterations,
+        precision=precision,
+        record_dynamics=record_dynamics,
+        dynamics_epochs=parse_dynamics_epochs(dynamics_epochs),
+        workers=workers,
+        root=root,
+    )
+    with epoch_progress(quiet) as progress:
+        result = train_run(read_manifest(manifest), config, output, progress=progress, resume=resume)
+    console.summary(
+        quiet,
+        f"trained {config.recipe.arch} for {result.epochs} epochs ({result.steps:,} steps, "
+        f"{result.seconds:.1f} s, {result.images_per_second:,.0f} images/s): "
+        f"train accuracy {result.train_accuracy:.1%} -> {output}",
+    )
+
+
+@contextmanager
+def epoch_progress(quiet: bool) -> Iterator[Callable[[Any], None] | None]:
+    """One rich progress row per epoch: steps, running loss and accuracy, images/s."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[accuracy]:.1%}  {task.fields[speed]:,.0f} img/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console.stderr) as bar:
+        tasks: dict[int, Any] = {}
+
+        def update(state: Any) -> None:
+            fields = dict(loss=state.loss, accuracy=state.accuracy, speed=state.images_per_second)
+            if state.epoch not in tasks:
+                tasks[state.epoch] = bar.add_task(
+                    "", total=state.steps, epoch=f"{state.epoch}/{state.epochs}", **fields
+                )
+            bar.update(tasks[state.epoch], completed=state.step, **fields)
+
+        yield update

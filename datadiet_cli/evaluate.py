@@ -1,0 +1,212 @@
+"""`datadiet evaluate`: measure a trained run on a test manifest.
+
+Top-1 and top-k accuracy (k = min(5, classes)), mean cross-entropy, and accuracy per class
+(the paper's App. I checks that pruning does not buy average accuracy with some classes'),
+all as fractions in [0, 1]. `predict` is the reusable part: class probabilities of any
+manifest, labeled or not (scoring helpers use it for held-out examples).
+
+Imports torch at module level: the CLI imports this module inside the `evaluate` command only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datadiet_cli.batches import ImageData, load_data
+from datadiet_cli.device import select_device
+from datadiet_cli.errors import DatasetError, ManifestError
+from datadiet_cli.manifest import Manifest, atomic_path, describe_file, write_table
+from datadiet_cli.recipes import Precision, recipe_from_json
+from datadiet_cli.train import load_trained_model, normalisation_of, predict_batches, read_run_config, use_bf16
+
+EVAL_FILE = "eval.json"
+TOP_K = 5
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    ids: np.ndarray  # (N,) str, in the manifest's row order
+    labels: np.ndarray  # (N,) int64, -1 where the manifest has no label
+    probs: np.ndarray  # (N, C) float32 softmax
+    loss: np.ndarray  # (N,) float64 cross-entropy of the label; NaN where there is no label
+
+
+def model_and_data(
+    run_dir: Path | str,
+    manifest: Manifest,
+    *,
+    device: str = "auto",
+    root: Path | None = None,
+    workers: int = 4,
+    pixels: np.ndarray | None = None,
+) -> tuple[torch.nn.Module, ImageData, bool]:
+    """The run's trained model (eval mode), `manifest`'s examples prepared exactly as in training
+    (same normalisation, same in-memory or streamed path), and whether to autocast to bf16."""
+    chosen = select_device(device)
+    model, settings = load_trained_model(run_dir, chosen)
+    check_classes(manifest, settings["classes"], Path(run_dir))
+    spec = settings["model"]
+    if spec["in_memory"] and pixels is None:
+        check_image_shape(manifest, settings)
+    recipe = recipe_from_json(settings["config"]["recipe"])
+    data = load_data(
+        manifest,
+        recipe,
+        chosen,
+        normalisation=normalisation_of(settings),
+        workers=workers,
+        root=root,
+        pixels=pixels,
+        in_channels=spec["in_channels"],
+        in_memory=spec["in_memory"],
+    )
+    return model, data, use_bf16(Precision(settings["config"]["precision"]), chosen)
+
+
+def predict(
+    run_dir: Path | str,
+    manifest: Manifest,
+    *,
+    device: str = "auto",
+    batch_size: int = 512,
+    root: Path | None = None,
+    workers: int = 4,
+    pixels: np.ndarray | None = None,
+    progress: ProgressCallback | None = None,
+) -> Predictions:
+    """Class probabilities of every row of `manifest` under the run's model (no augmentation)."""
+    model, data, bf16 = model_and_data(run_dir, manifest, device=device, root=root, workers=workers, pixels=pixels)
+    num_classes = int(read_run_config(run_dir)["model"]["num_classes"])
+    logits = torch.empty(data.count, num_classes)  # (N, C) on the host
+    for positions, batch_logits in predict_batches(model, data, batch_size, bf16):
+        logits[positions.cpu()] = batch_logits.cpu()
+        if progress is not None:
+            progress(len(positions), data.count)
+    labels = data.labels.cpu()
+    has_label = labels >= 0
+    loss = torch.full((data.count,), float("nan"), dtype=torch.float64)
+    loss[has_label] = F.cross_entropy(logits[has_label], labels[has_label], reduction="none").double()
+    return Predictions(
+        ids=np.asarray(manifest.ids(), dtype=object),
+        labels=labels.numpy(),
+        probs=torch.softmax(logits, dim=1).numpy(),
+        loss=loss.numpy(),
+    )
+
+
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, loss: np.ndarray, classes: list[str]
+) -> dict[str, Any]:
+    """top1, top5 (top-k with k = min(5, C)), mean loss, n and per-class accuracy from (N, C) probabilities.
+
+    top-1 is the argmax (first index on ties); top-k counts a hit when fewer than k classes
+    score strictly higher than the label. per_class maps class name -> accuracy (None for a
+    class with no test examples).
+    """
+    count, num_classes = probs.shape
+    k = min(TOP_K, num_classes)
+    label_prob = probs[np.arange(count), labels]  # (N,)
+    rank = (probs > label_prob[:, None]).sum(axis=1)  # (N,) classes scoring above the label
+    correct = probs.argmax(axis=1) == labels
+    per_class: dict[str, float | None] = {}
+    per_class_n: dict[str, int] = {}
+    for index, name in enumerate(classes):
+        mask = labels == index
+        per_class_n[name] = int(mask.sum())
+        per_class[name] = float(correct[mask].mean()) if mask.any() else None
+    return {
+        "top1": float(correct.mean()),
+        "top5": float((rank < k).mean()),
+        "top_k": k,
+        "loss": float(loss.mean()),
+        "n": int(count),
+        "per_class": per_class,
+        "per_class_n": per_class_n,
+    }
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    manifest: Manifest,
+    *,
+    output: Path | None = None,
+    predictions_path: Path | None = None,
+    device: str = "auto",
+    batch_size: int = 512,
+    root: Path | None = None,
+    workers: int = 4,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Evaluate the run on a labeled manifest; writes `output` (default RUN_DIR/eval.json) atomically
+    and, when asked, per-example predictions (id, label, predicted, p_label, loss) as Parquet."""
+    run_dir = Path(run_dir)
+    manifest.labels()  # every test example needs a label: one-line error otherwise
+    started = time.perf_counter()
+    predictions = predict(
+        run_dir, manifest, device=device, batch_size=batch_size, root=root, workers=workers, progress=progress
+    )
+    classes = list(json.loads((run_dir / "config.json").read_text())["classes"])
+    metrics = classification_metrics(predictions.probs, predictions.labels, predictions.loss, classes)
+    source = manifest.source if manifest.source is not None and Path(manifest.source).is_file() else None
+    report = {
+        **metrics,
+        "run_dir": str(run_dir.resolve()),
+        "test_manifest": describe_file(source) if source else None,
+        "device": str(select_device(device)),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    output = Path(output) if output is not None else run_dir / EVAL_FILE
+    with atomic_path(output) as temporary:
+        temporary.write_text(json.dumps(report, indent=2) + "\n")
+    if predictions_path is not None:
+        write_predictions(predictions, Path(predictions_path), report)
+    return report
+
+
+def write_predictions(predictions: Predictions, path: Path, report: dict[str, Any]) -> None:
+    rows = np.arange(len(predictions.ids))
+    columns = {
+        "id": predictions.ids,
+        "label": predictions.labels,
+        "predicted": predictions.probs.argmax(axis=1).astype(np.int64),
+        "p_label": predictions.probs[rows, predictions.labels].astype(np.float64),
+        "loss": predictions.loss,
+    }
+    write_table(columns, path, {"run_dir": report["run_dir"], "test_manifest": report["test_manifest"]})
+
+
+def check_classes(manifest: Manifest, model_classes: list[str], run_dir: Path) -> None:
+    """The test manifest must name the same classes, in the same order, as the training manifest."""
+    classes = manifest.classes
+    if classes != list(model_classes):
+        raise ManifestError(
+            f"{manifest.name}: classes {abbreviate(classes)} differ from the model's {abbreviate(model_classes)} "
+            f"({run_dir}); evaluate on a manifest ingested from the same dataset"
+        )
+
+
+def check_image_shape(manifest: Manifest, settings: dict[str, Any]) -> None:
+    trained = (settings.get("dataset") or {}).get("image_shape")
+    shape = (manifest.meta.get("dataset") or {}).get("image_shape")
+    if trained and shape != trained:
+        described = "x".join(map(str, shape)) if shape else "of varying sizes"
+        raise DatasetError(
+            f"{manifest.name}: images are {described} but the model was trained on "
+            f"{'x'.join(map(str, trained))} images; evaluate on a split of the same dataset"
+        )
+
+
+def abbreviate(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit]) + (f", ... ({len(names)} classes)" if len(names) > limit else "")
+    return f"[{shown}]"
