@@ -109,26 +109,51 @@ class Normalisation:
 # -- augmentation on the device, a whole batch at once ------------------------------------------------
 
 
-def crop_flip(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop of the zero-padded image + horizontal flip with p=0.5, for every image in one gather.
+def pack_pixels(pixels: torch.Tensor, padding: int) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, H+2p, W+2p) "pixel words", zero-padded by p px on every side.
 
-    (B, C, H, W) uint8 -> (B, C, H, W) uint8; same result as torchvision's RandomCrop(pad) + RandomHorizontalFlip.
+    One element per pixel (uint8 for grayscale; for RGB the 3 bytes plus a zero byte as one
+    int32), so a random crop moves whole pixels with one `gather` and unpacking yields the
+    channels-last layout the convolutions want without another copy.
     """
-    count, channels, height, width = batch.shape
-    device = batch.device
-    padded = F.pad(batch, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
-    top = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
-    left = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
-    flip = torch.rand(count, 1, generator=generator, device=device) < 0.5
+    channels = pixels.shape[-1]
+    if channels == 3:
+        words = F.pad(pixels, (0, 1)).contiguous().view(torch.int32).squeeze(-1)  # RGB0 -> int32
+    elif channels == 1:
+        words = pixels.squeeze(-1)
+    else:
+        raise DatasetError(f"images with {channels} channels are not supported; ingest them as grayscale or RGB")
+    return F.pad(words, (padding, padding, padding, padding)).contiguous()
+
+
+def unpack_pixels(words: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, H, W) pixel words -> (B, C, H, W) uint8 laid out channels-last in memory."""
+    words = words.contiguous()
+    if channels == 1:
+        return words.unsqueeze(1)
+    count, height, width = words.shape
+    rgb = words.view(torch.uint8).view(count, height, width, 4)[..., :3].contiguous()  # (B, H, W, 3)
+    return rgb.permute(0, 3, 1, 2)
+
+
+def crop_flip(words: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop of each zero-padded image + horizontal flip with p=0.5, as one gather.
+
+    (B, H+2p, W+2p) pixel words -> (B, H, W); the same result as torchvision's
+    RandomCrop(size, padding=p) + RandomHorizontalFlip on every image.
+    """
+    count, padded_height, padded_width = words.shape
+    height, width = padded_height - 2 * padding, padded_width - 2 * padding
+    device = words.device
+    top = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=device)
+    left = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=device)
+    flip = torch.rand(count, generator=generator, device=device) < 0.5
     columns = torch.arange(width, device=device)
-    rows = top + torch.arange(height, device=device)  # (B, H)
-    cols = left + torch.where(flip, columns.flip(0), columns)  # (B, W); a flipped crop reads right to left
-    return padded[
-        torch.arange(count, device=device)[:, None, None, None],
-        torch.arange(channels, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
+    # Index into the flattened padded image: row * padded_width + column; a flipped crop reads right to left.
+    columns = torch.where(flip[:, None, None], columns.flip(0), columns)  # (B, 1, W)
+    rows = torch.arange(height, device=device)[:, None] * padded_width  # (H, 1)
+    index = rows + columns + (top * padded_width + left)[:, None, None]  # (B, H, W)
+    return words.view(count, -1).gather(1, index.view(count, -1)).view(count, height, width)
 
 
 def resized_crop_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -180,7 +205,7 @@ def label_array(manifest: Manifest) -> np.ndarray:
 
 
 class InMemoryData(ImageData):
-    """Small images as one uint8 tensor on the device; batches are gathered and augmented there."""
+    """Small images as one tensor of pixel words on the device; batches are gathered and augmented there."""
 
     in_memory = True
 
@@ -191,17 +216,15 @@ class InMemoryData(ImageData):
         device: torch.device,
         normalisation: Normalisation | None,
         channels_last: bool,
-        crop_padding: int = 4,
+        crop_padding: int = 0,
     ) -> None:
-        self.count, height, width, self.in_channels = pixels.shape
-        self.image_size = max(height, width)
+        self.count, self.height, self.width, self.in_channels = pixels.shape
+        self.image_size = max(self.height, self.width)
         self.normalisation = normalisation or Normalisation.of_pixels(pixels)
-        self.device = device
-        self.crop_padding = crop_padding
-        self.channels_last = channels_last
-        # (N, H, W, C) uint8 on the host -> (N, C, H, W) uint8 on the device: 4x smaller than float.
+        self.device, self.channels_last, self.padding = device, channels_last, crop_padding
         # np.array copies: the cached pixels are a read-only memory map, and the copy is made once.
-        self.pixels = torch.from_numpy(np.array(pixels)).to(device).permute(0, 3, 1, 2).contiguous()
+        # (N, H+2p, W+2p) words: 4 bytes per RGB pixel instead of 12 as float, padded once for all epochs.
+        self.words = pack_pixels(torch.from_numpy(np.array(pixels)).to(device), crop_padding)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         mean = torch.tensor(self.normalisation.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(self.normalisation.std, device=device).view(1, -1, 1, 1)
@@ -211,19 +234,21 @@ class InMemoryData(ImageData):
     def batches(self, batches: list[np.ndarray], augment: Augment, epoch_seed: int) -> Iterator[Batch]:
         generator = torch.Generator(device=self.device).manual_seed(epoch_seed)
         order = torch.from_numpy(np.concatenate(batches) if batches else np.empty(0, np.int64)).to(self.device)
-        start = 0
+        pad, start = self.padding, 0
         for batch in batches:
             positions = order[start : start + len(batch)]  # (B,)
             start += len(batch)
-            pixels = self.pixels.index_select(0, positions)  # (B, C, H, W) uint8
+            words = self.words.index_select(0, positions)  # (B, H+2p, W+2p)
             if augment is Augment.crop_flip:
-                pixels = crop_flip(pixels, self.crop_padding, generator)
+                words = crop_flip(words, pad, generator)  # (B, H, W)
+            else:
+                words = words[:, pad : pad + self.height, pad : pad + self.width]
+            pixels = unpack_pixels(words, self.in_channels)  # (B, C, H, W) uint8, channels-last in memory
             floats = torch.addcmul(self.shift, pixels.float(), self.scale)  # (B, C, H, W) normalised
             if augment is Augment.resized_crop_flip:
                 floats = resized_crop_flip(floats, generator)
-            if self.channels_last:
-                floats = floats.contiguous(memory_format=torch.channels_last)
-            yield positions, floats, self.labels.index_select(0, positions)
+            memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+            yield positions, floats.contiguous(memory_format=memory_format), self.labels.index_select(0, positions)
 
 
 class StreamedImages(torch.utils.data.Dataset):
@@ -327,13 +352,15 @@ def load_data(
     pixels: np.ndarray | None = None,
     in_channels: int | None = None,
     in_memory: bool | None = None,
+    training: bool = True,
     progress: images.ProgressCallback | None = None,
 ) -> ImageData:
     """The manifest's examples on `device`; normalisation computed from them unless given.
 
     `pixels` (uint8 (N, H, W, C) in row order) skips decoding: callers that train many models
     on subsets of one dataset load it once and slice. `in_memory` forces the path (evaluate
-    uses the one the model was trained with); None picks it by image size.
+    uses the one the model was trained with); None picks it by image size. `training=False`
+    skips what only augmentation needs (the crop padding).
     """
     if in_memory is None:
         in_memory = pixels is not None or is_small(manifest)
@@ -342,7 +369,6 @@ def load_data(
             pixels = images.load_images(manifest, root=root, progress=progress)
         if pixels.shape[0] != manifest.num_rows:
             raise DatasetError(f"{manifest.name}: {pixels.shape[0]} images given for {manifest.num_rows} rows")
-        return InMemoryData(
-            pixels, label_array(manifest), device, normalisation, channels_last, crop_padding=recipe.crop_padding
-        )
+        padding = recipe.crop_padding if training and recipe.augment is Augment.crop_flip else 0
+        return InMemoryData(pixels, label_array(manifest), device, normalisation, channels_last, padding)
     return StreamedData(manifest, recipe, device, normalisation, channels_last, workers, root, in_channels)

@@ -89,10 +89,11 @@ def _root(
     """Root options."""
 
 
+# In pipeline order, which is the order `datadiet --help` lists them in.
 app.command("ingest")(ingest.ingest)
-app.command("prune")(prune.prune)
 app.command("score")(score_command.score)
 app.command("cluster")(cluster_command.cluster)
+app.command("prune")(prune.prune)
 app.command("balance")(balance.balance)
 app.command("train")(train_command.train)
 app.command("evaluate")(evaluate_command.evaluate)

@@ -41,11 +41,10 @@ class Engine(str, enum.Enum):
 # on the 2-core CPU the chunked torch Lloyd loop beat scikit-learn's KMeans at the same init and tolerance.
 CPU_ENGINE = Engine.torch
 # Floats per chunk of the row x centroid distance matrix: bounds k-means memory independently of N.
-# On the CPU a chunk that stays in cache (~4,000 rows at k = 100) measured fastest; GPUs want big launches.
-CHUNK_FLOATS_CPU = 1 << 19
-CHUNK_FLOATS_GPU = 1 << 26
-# Rows per chunk of the centroid sums (float32 within a chunk, float64 across chunks).
-SUM_CHUNK_ROWS = 1 << 16
+# On the CPU a chunk that stays in cache (~800 rows at k = 100, D = 1280) measured fastest; GPUs want big launches.
+# A chunk holds rows x (k + D) floats (distances + the rows summed into the centroids in the same pass).
+CHUNK_FLOATS_CPU = 1 << 20
+CHUNK_FLOATS_GPU = 1 << 28
 PROTO_METRIC = "self_supervised_prototype"
 SUP_PROTO_METRIC = "supervised_prototype"
 
@@ -138,9 +137,9 @@ def kmeans(
             points = unit_rows(points)
         fit_points = points if sample is None else points[torch.from_numpy(sample).to(device)]
         fit_sq = fit_points.square().sum(1)
-        chunk = chunk_rows(len(fit_points), max(k, 1), device)
+        chunk = chunk_rows(len(fit_points), k + fit_points.shape[1], device)
         tolerance = config.tol * mean_variance(fit_points, fit_sq)
-        seeds = kmeans_plusplus(fit_points, fit_sq, k, rng, chunk)
+        seeds = kmeans_plusplus(fit_points, fit_sq, k, rng)
         if engine is Engine.sklearn:
             centroids, iterations, converged = _lloyd_sklearn(fit_points, seeds, config)
             centroids = centroids.to(device)
@@ -150,7 +149,9 @@ def kmeans(
             centroids, iterations, converged = _lloyd_torch(
                 fit_points, fit_sq, fit_points[seeds].clone(), config, tolerance, chunk, progress
             )
-        labels, _ = nearest_centroids(points, points.square().sum(1), centroids, chunk_rows(n_rows, k, device))
+        labels, _ = nearest_centroids(
+            points, points.square().sum(1), centroids, chunk_rows(n_rows, k + points.shape[1], device)
+        )
         distances, squared = exact_distances(points, centroids, labels, config.spherical)
     return KMeansResult(
         labels=labels.cpu().numpy().astype(np.int64),
@@ -185,18 +186,43 @@ def nearest_centroids(
     points: torch.Tensor, points_sq: torch.Tensor, centroids: torch.Tensor, chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of and squared distance to the nearest centroid, one chunk of rows at a time."""
+    labels, squared, _, _ = assign(points, points_sq, centroids, chunk, accumulate=False)
+    return labels, squared
+
+
+def assign(
+    points: torch.Tensor, points_sq: torch.Tensor, centroids: torch.Tensor, chunk: int, accumulate: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Nearest centroid of every row and, with `accumulate`, the float64 sum and count of each cluster's rows.
+
+    One pass over the rows: each chunk is summed while it is still in cache. Memory: chunk x (k + D).
+    """
     import torch
 
+    k, width = centroids.shape
+    device = points.device
     centroids_sq = centroids.square().sum(1)
-    labels = torch.empty(len(points), dtype=torch.int64, device=points.device)
-    squared = torch.empty(len(points), dtype=points.dtype, device=points.device)
+    labels = torch.empty(len(points), dtype=torch.int64, device=device)
+    squared = torch.empty(len(points), dtype=points.dtype, device=device)
+    sums = torch.zeros(k, width, dtype=torch.float64, device=device) if accumulate else None
+    counts = torch.zeros(k, dtype=torch.float64, device=device) if accumulate else None
     for start in range(0, len(points), chunk):
         stop = min(start + chunk, len(points))
+        rows = points[start:stop]
         # ||x||^2 is constant per row, so the argmin needs only ||c||^2 - 2 x.c (one GEMM).
-        partial = torch.addmm(centroids_sq, points[start:stop], centroids.T, alpha=-2.0)
-        best, labels[start:stop] = partial.min(1)
+        partial = torch.addmm(centroids_sq, rows, centroids.T, alpha=-2.0)
+        best, nearest = partial.min(1)
+        labels[start:stop] = nearest
         squared[start:stop] = (best + points_sq[start:stop]).clamp_min_(0.0)
-    return labels, squared
+        if sums is not None and counts is not None:
+            if device.type == "cpu":
+                # float32 within a chunk (~10x faster than float64 here), float64 across chunks.
+                sums += torch.zeros(k, width, dtype=rows.dtype, device=device).index_add_(0, nearest, rows).double()
+            else:
+                # index_add_ is nondeterministic on CUDA (atomics); a one-hot GEMM is not, and is cheap there.
+                sums += (torch.nn.functional.one_hot(nearest, k).to(rows.dtype).T @ rows).double()
+            counts += torch.bincount(nearest, minlength=k).double()
+    return labels, squared, sums, counts
 
 
 def kmeans_plusplus(
@@ -250,25 +276,10 @@ def _lloyd_torch(
 ) -> tuple[torch.Tensor, int, bool]:
     import torch
 
-    k, width = centroids.shape
     previous: torch.Tensor | None = None
-    on_cpu = points.device.type == "cpu"
     for iteration in range(1, config.iters + 1):
-        sums = torch.zeros(k, width, dtype=torch.float64, device=points.device)
-        counts = torch.zeros(k, dtype=torch.float64, device=points.device)
-        labels, squared = nearest_centroids(points, points_sq, centroids, chunk)
-        for start in range(0, len(points), SUM_CHUNK_ROWS):
-            stop = min(start + SUM_CHUNK_ROWS, len(points))
-            rows, assigned = points[start:stop], labels[start:stop]
-            if on_cpu:
-                # Float32 within a chunk is ~10x faster than float64 here; chunks are summed in float64.
-                partial = torch.zeros(k, width, dtype=rows.dtype, device=rows.device)
-                sums += partial.index_add_(0, assigned, rows).double()
-            else:
-                # index_add_ is nondeterministic on CUDA (atomics); a one-hot GEMM is not, and is cheap there.
-                one_hot = torch.nn.functional.one_hot(assigned, k).to(rows.dtype)
-                sums += (one_hot.T @ rows).double()
-            counts += torch.bincount(assigned, minlength=k).double()
+        labels, squared, sums, counts = assign(points, points_sq, centroids, chunk, accumulate=True)
+        assert sums is not None and counts is not None
         updated = (sums / counts.clamp_min(1)[:, None]).to(centroids.dtype)
         empty = torch.nonzero(counts == 0).flatten()
         if len(empty):

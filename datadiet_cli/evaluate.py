@@ -70,6 +70,7 @@ def model_and_data(
         pixels=pixels,
         in_channels=spec["in_channels"],
         in_memory=spec["in_memory"],
+        training=False,
     )
     return model, data, use_bf16(Precision(settings["config"]["precision"]), chosen)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from datadiet_cli.batches import crop_flip, epoch_order, id_hashes, split_batches
+from datadiet_cli.batches import crop_flip, epoch_order, id_hashes, pack_pixels, split_batches, unpack_pixels
 from datadiet_cli.cli import app
 from datadiet_cli.errors import ColumnError, OptionError
 from datadiet_cli.ingest import IngestConfig, Split, ingest_source
@@ -175,19 +175,21 @@ def test_batches_have_near_equal_sizes() -> None:
     assert len(sizes) == 391 and set(sizes) == {127, 128} and sum(sizes) == 50_000
 
 
-def test_crop_flip_matches_pad_then_crop_then_flip() -> None:
-    images = torch.randint(0, 256, (64, 3, 6, 5), dtype=torch.uint8)
-    generator = torch.Generator().manual_seed(3)
-    out = crop_flip(images, 2, generator)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_crop_flip_matches_pad_then_crop_then_flip(channels: int) -> None:
+    images = torch.randint(0, 256, (64, 6, 5, channels), dtype=torch.uint8)  # (B, H, W, C)
+    out = unpack_pixels(crop_flip(pack_pixels(images, 2), 2, torch.Generator().manual_seed(3)), channels)
     replay = torch.Generator().manual_seed(3)
-    top = torch.randint(0, 5, (64, 1), generator=replay)
-    left = torch.randint(0, 5, (64, 1), generator=replay)
-    flip = torch.rand(64, 1, generator=replay) < 0.5
-    padded = F.pad(images, (2, 2, 2, 2))
+    top = torch.randint(0, 5, (64,), generator=replay)
+    left = torch.randint(0, 5, (64,), generator=replay)
+    flip = torch.rand(64, generator=replay) < 0.5
+    padded = F.pad(images.permute(0, 3, 1, 2), (2, 2, 2, 2))  # (B, C, H+4, W+4), zeros outside
+    assert out.shape == (64, channels, 6, 5)
     for i in range(64):
-        crop = padded[i, :, top[i, 0] : top[i, 0] + 6, left[i, 0] : left[i, 0] + 5]
-        assert torch.equal(out[i], crop.flip(-1) if flip[i, 0] else crop)
+        crop = padded[i, :, top[i] : top[i] + 6, left[i] : left[i] + 5]
+        assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
     assert flip.any() and not flip.all()
+    assert torch.equal(unpack_pixels(pack_pixels(images, 0), channels), images.permute(0, 3, 1, 2))
 
 
 def test_small_cnn_fits_digits_and_cifar_shapes() -> None:

@@ -60,6 +60,6 @@ def prune(
     console.summary(
         quiet,
         f"kept {stats['rows_kept']:,} of {stats['rows_in']:,} rows ({stats['fraction_kept']:.1%}, keep {keep.value}"
-        + (f" by {score}" if score else "")
+        + (f" by {score}" if score and keep is not Keep.random else "")
         + f") -> {output}",
     )
