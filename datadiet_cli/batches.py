@@ -17,6 +17,7 @@ their common examples in the same relative order (comparable runs, fewer confoun
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
@@ -182,7 +183,7 @@ def resized_crop_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.
 # -- the data ---------------------------------------------------------------------------------------
 
 
-class ImageData:
+class ImageData(abc.ABC):
     """The examples of one manifest, ready to be batched for a model on `device`."""
 
     count: int
@@ -192,8 +193,9 @@ class ImageData:
     in_memory: bool
     normalisation: Normalisation
 
+    @abc.abstractmethod
     def batches(self, batches: list[np.ndarray], augment: Augment, epoch_seed: int) -> Iterator[Batch]:
-        raise NotImplementedError
+        """Yield (positions (B,), images (B, C, H, W) float normalised, labels (B,)) on the device."""
 
 
 def label_array(manifest: Manifest) -> np.ndarray:

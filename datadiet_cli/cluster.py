@@ -225,9 +225,7 @@ def assign(
     return labels, squared, sums, counts
 
 
-def kmeans_plusplus(
-    points: torch.Tensor, points_sq: torch.Tensor, k: int, rng: np.random.Generator, chunk: int
-) -> np.ndarray:
+def kmeans_plusplus(points: torch.Tensor, points_sq: torch.Tensor, k: int, rng: np.random.Generator) -> np.ndarray:
     """Greedy k-means++ (Arthur & Vassilvitskii, 2007): 2 + ln k candidates per centre, keep the best.
 
     Returns the row indices of the k initial centres. Draws come from `rng` on the host,
