@@ -19,27 +19,16 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import PIL
 from PIL import Image
+from timing import best_of
 
 from datadiet_cli import __version__
 from datadiet_cli.images import load_images
 from datadiet_cli.ingest import IMG_EXTENSIONS, IngestConfig, ingest_source
-
-
-def best_of(repeats: int, work: Callable[[], object]) -> float:
-    """Fastest of `repeats` runs: the least disturbed by other processes."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def walk_listing(tree: Path) -> list[str]:

@@ -20,11 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from timing import best_of
 
 from datadiet_cli.balance import BalanceConfig, balance_indices, balance_manifest, kept_mask
 from datadiet_cli.manifest import new_manifest, read_manifest, write_manifest
@@ -46,15 +46,6 @@ def build_manifest(rows: int, classes: int, path: Path) -> None:
         extra_columns={"path": paths},
     )
     write_manifest(manifest.with_score("el2n", scores, metric="synthetic", params={}), path)
-
-
-def best_of(repeats: int, work: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
