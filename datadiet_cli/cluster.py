@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,14 +38,17 @@ class Engine(str, enum.Enum):
     sklearn = "sklearn"
 
 
-# The CPU engine `auto` picks. Measured by benchmarks/bench_cluster.py (docs/cluster.md has the table):
-# on the 2-core CPU the chunked torch Lloyd loop beat scikit-learn's KMeans at the same init and tolerance.
-CPU_ENGINE = Engine.torch
-# Floats per chunk of the row x centroid distance matrix: bounds k-means memory independently of N.
-# On the CPU a chunk that stays in cache (~800 rows at k = 100, D = 1280) measured fastest; GPUs want big launches.
-# A chunk holds rows x (k + D) floats (distances + the rows summed into the centroids in the same pass).
-CHUNK_FLOATS_CPU = 1 << 20
+# The CPU engine `auto` picks, by benchmarks/bench_cluster.py (docs/cluster.md has the tables): per
+# iteration torch and scikit-learn do the same work (CPU time within 10% from the same seeds), but
+# scikit-learn runs one parallel region per iteration where torch runs several per chunk, so when other
+# processes share the cores torch's threads wait for each other (2-30x slower wall time) and sklearn's barely do.
+CPU_ENGINE = Engine.sklearn
+# Floats per chunk (rows x (k + D)): bounds k-means memory independently of N. Big chunks on the CPU too:
+# fewer parallel regions is what keeps torch usable on a busy machine (cache-sized chunks were ~20% faster idle).
+CHUNK_FLOATS_CPU = 1 << 24
 CHUNK_FLOATS_GPU = 1 << 28
+# Below this many centroids the distance GEMM is computed transposed (measured faster on the CPU).
+NARROW_K = 32
 PROTO_METRIC = "self_supervised_prototype"
 SUP_PROTO_METRIC = "supervised_prototype"
 
@@ -202,6 +206,8 @@ def assign(
     k, width = centroids.shape
     device = points.device
     centroids_sq = centroids.square().sum(1)
+    # MKL runs a GEMM with few output columns about 1.7x faster as (k x D)(D x B) than as (B x D)(D x k).
+    narrow = k < NARROW_K
     labels = torch.empty(len(points), dtype=torch.int64, device=device)
     squared = torch.empty(len(points), dtype=points.dtype, device=device)
     sums = torch.zeros(k, width, dtype=torch.float64, device=device) if accumulate else None
@@ -210,8 +216,10 @@ def assign(
         stop = min(start + chunk, len(points))
         rows = points[start:stop]
         # ||x||^2 is constant per row, so the argmin needs only ||c||^2 - 2 x.c (one GEMM).
-        partial = torch.addmm(centroids_sq, rows, centroids.T, alpha=-2.0)
-        best, nearest = partial.min(1)
+        if narrow:
+            best, nearest = torch.addmm(centroids_sq[:, None], centroids, rows.T, alpha=-2.0).min(0)
+        else:
+            best, nearest = torch.addmm(centroids_sq, rows, centroids.T, alpha=-2.0).min(1)
         labels[start:stop] = nearest
         squared[start:stop] = (best + points_sq[start:stop]).clamp_min_(0.0)
         if sums is not None and counts is not None:
@@ -301,17 +309,21 @@ def _lloyd_torch(
 def _lloyd_sklearn(points: torch.Tensor, seeds: np.ndarray, config: ClusterConfig) -> tuple[torch.Tensor, int, bool]:
     import torch
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     array = points.cpu().numpy()
-    model = KMeans(
-        n_clusters=len(seeds),
-        init=array[seeds],
-        n_init=1,
-        max_iter=config.iters,
-        tol=config.tol,
-        algorithm="lloyd",
-        random_state=config.seed,
-    ).fit(array)
+    with warnings.catch_warnings():
+        # "fewer distinct clusters than n_clusters" (duplicate rows): the result is still usable, as with torch.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = KMeans(
+            n_clusters=len(seeds),
+            init=array[seeds],
+            n_init=1,
+            max_iter=config.iters,
+            tol=config.tol,
+            algorithm="lloyd",
+            random_state=config.seed,
+        ).fit(array)
     iterations = int(model.n_iter_)
     return torch.from_numpy(model.cluster_centers_.astype(np.float32)), iterations, iterations < config.iters
 

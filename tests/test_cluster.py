@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
 from datadiet_cli.cluster import (
+    CPU_ENGINE,
     ClusterConfig,
     Embeddings,
     Engine,
@@ -112,15 +113,19 @@ def test_chunked_assignment_equals_one_chunk() -> None:
     import torch
 
     x, _ = blobs(n=257)
-    points, centroids = torch.from_numpy(x), torch.from_numpy(x[:5].copy())
-    whole = nearest_centroids(points, points.square().sum(1), centroids, chunk=257)
-    chunked = nearest_centroids(points, points.square().sum(1), centroids, chunk=7)
-    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
+    points = torch.from_numpy(x)
+    for k in (5, 40):  # both layouts of the distance GEMM (transposed below NARROW_K centroids)
+        centroids = torch.from_numpy(np.random.default_rng(k).normal(scale=10, size=(k, 8)).astype(np.float32))
+        whole = nearest_centroids(points, points.square().sum(1), centroids, chunk=257)
+        chunked = nearest_centroids(points, points.square().sum(1), centroids, chunk=7)
+        assert torch.equal(whole[0], chunked[0])  # the same nearest centroids
+        torch.testing.assert_close(whole[1], chunked[1], rtol=1e-5, atol=1e-4)  # GEMM rounding may vary by chunk
 
 
-def test_more_clusters_than_distinct_points_leaves_no_cluster_undefined() -> None:
+@pytest.mark.parametrize("engine", [Engine.torch, Engine.sklearn])
+def test_more_clusters_than_distinct_points_leaves_no_cluster_undefined(engine: Engine) -> None:
     x = np.array([[0.0, 0.0]] * 5 + [[1.0, 1.0]] * 5, dtype=np.float32)
-    result = kmeans(x, 3, ClusterConfig())
+    result = kmeans(x, 3, ClusterConfig(engine=engine))
     assert set(result.labels) <= {0, 1, 2} and np.isfinite(result.centroids).all()
     assert result.distances.max() == 0.0
 
@@ -173,7 +178,7 @@ def test_cluster_manifest_columns_scores_and_lineage() -> None:
     assert out.meta["scores"]["sup_proto_dist"]["metric"] == "supervised_prototype"
     assert out.meta["scores"]["proto_dist"]["params"]["k"] == 4  # = number of classes
     fit = out.lineage("cluster")[-1]["stats"]["fits"][0]
-    assert fit["fit_rows"] == 100 and fit["engine"] == "torch" and fit["encoder"] == {"name": "toy"}
+    assert fit["fit_rows"] == 100 and fit["engine"] == CPU_ENGINE.value and fit["encoder"] == {"name": "toy"}
     assert adjusted_rand_score(y, out.groups("cluster")) >= 0.95
     np.testing.assert_array_equal(
         out.score("sup_proto_dist"), class_prototype_distances(x, y, False).astype(np.float64)
