@@ -12,7 +12,7 @@ Prints ratios against references timed in the same run (absolute times are noisy
 
 Usage:
     python benchmarks/bench_train.py                       # builtin digits + 32x32 CIFAR-like data if present
-    python benchmarks/bench_train.py --cifar               # also the full CIFAR-10 fast-recipe runs (~15 min on 2 cores)
+    python benchmarks/bench_train.py --cifar               # also the CIFAR-10 fast-recipe runs (~7 min on 2 idle cores)
     python benchmarks/bench_train.py --device cuda --arch resnet18 --cifar-recipe cifar --cifar-epochs 15
 """
 
