@@ -12,6 +12,7 @@ from datadiet_cli import __version__
 from datadiet_cli.commands import balance, ingest, prune
 from datadiet_cli.commands import cluster as cluster_command
 from datadiet_cli.commands import evaluate as evaluate_command
+from datadiet_cli.commands import report as report_command
 from datadiet_cli.commands import score as score_command
 from datadiet_cli.commands import train as train_command
 from datadiet_cli.console import error_line
@@ -97,6 +98,7 @@ app.command("prune")(prune.prune)
 app.command("balance")(balance.balance)
 app.command("train")(train_command.train)
 app.command("evaluate")(evaluate_command.evaluate)
+app.command("report")(report_command.report)
 
 
 def main() -> None:

@@ -8,14 +8,18 @@ Encoders (the `--encoder` value):
   input of its last linear layer (the penultimate representation).
 - a path to a `torch.export.save`d program: RGB floats in [0, 1], (N, 3, S, S) -> (N, D);
   its own normalisation is inside the program.
+- `pixels`: the raw RGB pixels in [0, 1] at the images' own size, flattened. Only sensible
+  for tiny images (the built-in 8x8 digits), where it is the classic k-means baseline.
 Weights are never downloaded. torch and torchvision are imported inside functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +35,11 @@ if TYPE_CHECKING:
     import torch
 
 ProgressCallback = Callable[[int, int], None]
+# (description, unit) -> a context yielding the callback of one phase (decoding, one encoder's pass)
+PhaseProgress = Callable[[str, str], AbstractContextManager[ProgressCallback | None]]
 
 SWAV_ENCODER = "swav-resnet50"
+PIXELS_ENCODER = "pixels"
 SWAV_CHECKPOINT = "swav_800ep_pretrain.pth.tar"
 SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
 TORCHVISION_PREFIX = "torchvision:"
@@ -240,7 +247,10 @@ def accepted_sizes(program: Any, limit: int = 4096) -> list[int] | None:
 
 def check_encoder(spec: str, weights: Path | None) -> None:
     """The cheap checks of `load_encoder` (names, files present), so a bad option fails before decoding images."""
-    if spec == SWAV_ENCODER:
+    if spec == PIXELS_ENCODER:
+        if weights is not None:
+            raise OptionError("--weights is for swav-resnet50 and torchvision:NAME; the pixels encoder has none")
+    elif spec == SWAV_ENCODER:
         swav_weights_path(weights)
     elif spec.startswith(TORCHVISION_PREFIX):
         if weights is None:
@@ -257,6 +267,9 @@ def check_encoder(spec: str, weights: Path | None) -> None:
 
 def load_encoder(spec: str, weights: Path | None, device: torch.device) -> Encoder:
     """Parse `--encoder` and load it onto `device` in inference mode."""
+    if spec == PIXELS_ENCODER:
+        check_encoder(spec, weights)
+        return Encoder(flatten_pixels, False, None, None, {"name": PIXELS_ENCODER, "kind": "pixels"})
     if spec == SWAV_ENCODER:
         model, path = swav_resnet50(weights)
         identity = {"name": SWAV_ENCODER, "kind": "swav", "file": str(path.resolve()), "sha256": file_digest(path)}
@@ -278,6 +291,10 @@ def load_encoder(spec: str, weights: Path | None, device: torch.device) -> Encod
     raise OptionError(f"--encoder {spec}: not swav-resnet50, torchvision:NAME, or an existing torch.export file (.pt2)")
 
 
+def flatten_pixels(images: torch.Tensor) -> torch.Tensor:
+    return images.flatten(1)
+
+
 def _eval_on(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model.eval().to(device)
 
@@ -292,6 +309,8 @@ def choose_image_size(encoder: Encoder, native_side: int, requested: int | None)
         if sizes is not None and requested not in sizes:
             raise OptionError(f"--image-size {requested}: {encoder.identity['name']} takes {describe_sizes(sizes)}")
         return requested
+    if encoder.identity.get("kind") == "pixels":
+        return native_side  # upsampling would only add correlated dimensions
     if encoder.default_size is not None:
         return encoder.default_size
     if sizes is None:
@@ -442,6 +461,38 @@ def embed_manifest(
         matrix = _embed_batches(batches, manifest.num_rows, encoder, size, device, progress)
     identity = {**encoder.identity, "image_size": size, "dim": int(matrix.shape[1])}
     return Embeddings(matrix=matrix, identity=identity)
+
+
+def embedding_sources(
+    manifest: Manifest,
+    encoders: list[str],
+    weights: list[Path],
+    files: list[Path],
+    ids_file: Path | None,
+    config: EmbedConfig,
+    root: Path | None = None,
+    phase: PhaseProgress | None = None,
+) -> list[Embeddings]:
+    """Every requested source of embeddings, in order: encoders (swav-resnet50 when none is named
+    and no file is given), then files. Every option is checked before any image is decoded, and the
+    images are decoded once for all encoders. `config.encoder` and `config.weights` are ignored."""
+    phase = phase or (lambda description, unit: nullcontext(None))
+    if not encoders and not files:
+        encoders = [SWAV_ENCODER]
+    paired = pair_weights(encoders, weights)
+    for name, weight in zip(encoders, paired, strict=True):
+        check_encoder(name, weight)
+    pixels = None
+    if encoders:
+        with phase("decoding", "images") as progress:
+            pixels = load_pixels(manifest, root, progress)
+    sources = []
+    for name, weight in zip(encoders, paired, strict=True):
+        encoder_config = dataclasses.replace(config, encoder=name, weights=weight)
+        with phase(f"embedding ({Path(name).name})", "images") as progress:
+            sources.append(embed_manifest(manifest, encoder_config, root, pixels, progress))
+    sources.extend(embeddings_from_file(manifest, path, ids_file) for path in files)
+    return sources
 
 
 # -- saved embeddings ------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ Ids are stable strings: the image's path without extension for ImageFolder trees
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,8 @@ class IngestConfig:
     split: Split | None = None  # None = train where the source has splits, the whole tree where it has none
     shape_sample: int = 16  # image headers read (spread over the rows) to decide image_shape
     digits_test_every: int = 5  # builtin:digits: every 5th example of each class (in sklearn's order) is test
+    per_class: int | None = None  # keep at most this many examples of each class (a smaller "full" dataset); None = all
+    seed: int = 0  # which examples --per-class keeps: the same seed gives nested samples as per_class grows
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ def ingest_source(
     `source` is `locate_source(config)` when the caller has already checked it.
     """
     listing = list_source(config, source or locate_source(config), progress)
+    if config.per_class is not None:
+        listing = subsample_listing(
+            listing, sample_per_class(listing.ids, listing.labels, config.per_class, config.seed)
+        )
     columns = {
         "path": pa.array(listing.paths, type=pa.string()),
         "split": pa.array([listing.dataset["split"]] * len(listing.ids), type=pa.string()),
@@ -104,6 +112,37 @@ def ingest_source(
         "image_shape_sampled": listing.shape_sampled,
     }
     return manifest.with_lineage(LineageStep("ingest", config, [], stats))
+
+
+def sample_per_class(ids: list[str], labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Rows to keep, ascending: in each class the `per_class` ids with the smallest seeded hash.
+
+    Ranking by a hash of (seed, id) rather than by row position makes the sample independent of
+    listing order, and nested: the 500 per class kept with seed 0 are among the 1,000 kept with seed 0.
+    """
+    if per_class < 1:
+        raise OptionError(f"--per-class {per_class}: must be at least 1 (or leave it out to keep every example)")
+    keys = np.array([id_hash(example_id, seed) for example_id in ids], dtype=np.uint64)
+    order = np.lexsort((keys, labels))  # by class, then by hash within the class
+    sorted_labels = labels[order]
+    first_of_class = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank_in_class = np.arange(len(order)) - first_of_class
+    return np.sort(order[rank_in_class < per_class])
+
+
+def id_hash(example_id: str, seed: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}\0{example_id}".encode(), digest_size=8).digest(), "little")
+
+
+def subsample_listing(listing: Listing, rows: np.ndarray) -> Listing:
+    extra = {name: column.take(pa.array(rows)) for name, column in listing.extra_columns.items()}
+    return dataclasses.replace(
+        listing,
+        ids=[listing.ids[row] for row in rows],
+        labels=listing.labels[rows],
+        paths=[listing.paths[row] for row in rows],
+        extra_columns=extra,
+    )
 
 
 def class_count_summary(labels: np.ndarray, n_classes: int) -> dict[str, float | int]:

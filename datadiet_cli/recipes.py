@@ -174,6 +174,9 @@ class TrainConfig:
     dynamics_epochs: tuple[int, ...] | None = (
         None  # epochs ending with an eval pass over the kept data; None = the last
     )
+    stop_after: int | None = (
+        None  # end after this many epochs of the planned schedule (early-training probes); None = all
+    )
     workers: int = 4  # DataLoader workers for large (streamed) images; small images need none
     root: Path | None = None  # dataset root overriding the one in the manifest
 

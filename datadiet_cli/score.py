@@ -65,11 +65,17 @@ CITATIONS = {
 }
 
 
+class ProbeSchedule(str, enum.Enum):
+    compressed = "compressed"  # the recipe's whole schedule squeezed into the probe epochs (lr anneals to the end)
+    truncated = "truncated"  # the recipe's full-length schedule, stopped after the probe epochs (Paul et al.)
+
+
 @dataclass(frozen=True)
 class ScoreConfig:
     metric: Metric  # which difficulty metric (higher = harder)
     probes: int = 10  # K independent probe models (the paper: 10 for EL2N on CIFAR-10)
     probe_epochs: int = 20  # epochs each probe trains before it is measured (Paul et al.: 20 on CIFAR-10)
+    probe_schedule: ProbeSchedule = ProbeSchedule.compressed  # truncated = Paul et al.'s early stop in a full run
     recipe: str = "cifar"  # train recipe of the probes (the paper's App. B settings)
     arch: str | None = None  # probe network; None = the recipe's (resnet18 for cifar)
     augment: Augment | None = None  # probe training augmentation; None = the recipe's (digits want none)
@@ -124,6 +130,15 @@ def check_config(config: ScoreConfig, from_runs: Sequence[Path]) -> None:
         raise OptionError(f"--variant {config.variant}: use max or entropy")
     if config.jobs < 1:
         raise OptionError(f"--jobs {config.jobs} must be at least 1")
+    if config.probe_schedule is ProbeSchedule.truncated and config.metric is not Metric.random:
+        from datadiet_cli.recipes import recipe_with
+
+        planned = recipe_with(config.recipe).epochs
+        if config.probe_epochs > planned:
+            raise OptionError(
+                f"--probe-epochs {config.probe_epochs} is longer than the {config.recipe} recipe's {planned} epochs; "
+                "a truncated schedule stops inside the recipe (or use --probe-schedule compressed)"
+            )
     for run in from_runs:
         if not (Path(run) / "checkpoint.pt").is_file():
             raise OptionError(f"--from-runs {run}: not a finished `datadiet train` run (no checkpoint.pt)")
@@ -215,9 +230,12 @@ def _train_probe(manifest: Manifest, config: ScoreConfig, job: ProbeJob, pixels:
 
     if job.threads and torch.get_num_threads() > job.threads:
         torch.set_num_threads(job.threads)
-    recipe = recipe_with(config.recipe, epochs=config.probe_epochs, arch=config.arch, augment=config.augment)
+    truncated = config.probe_schedule is ProbeSchedule.truncated
+    epochs = None if truncated else config.probe_epochs  # truncated: the recipe's own length
+    recipe = recipe_with(config.recipe, epochs=epochs, arch=config.arch, augment=config.augment)
     train_config = TrainConfig(
         recipe=recipe,
+        stop_after=config.probe_epochs if truncated else None,
         device=job.device,
         seed=config.seed + job.index,
         record_dynamics=config.metric is Metric.forgetting,

@@ -132,7 +132,10 @@ def train_run(
     steps = total_steps(n_kept, n_full, recipe.batch_size, recipe.epochs, config.matched_iterations)
     batches_per_epoch = steps_per_epoch(n_kept, recipe.batch_size)
     epochs = math.ceil(steps / batches_per_epoch)  # the last epoch is partial when steps do not divide
-    eval_epochs = dynamics_eval_epochs(config, epochs)
+    # Paul et al. measure EL2N early in a full-length run: the schedule is planned for every epoch,
+    # and the run ends after `stop_after` of them, at whatever learning rate it has reached.
+    last_epoch = stop_epoch(config, epochs)
+    eval_epochs = dynamics_eval_epochs(config, last_epoch)
 
     device = select_device(config.device)
     bf16 = use_bf16(config.precision, device)
@@ -171,7 +174,7 @@ def train_run(
         history = read_metrics(run_dir)[:resumed_after]
         trained_seconds, trained_images = 0.0, 0
 
-        for epoch in range(resumed_after + 1, epochs + 1):
+        for epoch in range(resumed_after + 1, last_epoch + 1):
             # -- One pass over the kept examples, in this epoch's fixed order ----------------------
             first_step = (epoch - 1) * batches_per_epoch
             order = epoch_order(hashes, config.seed, epoch)
@@ -212,7 +215,7 @@ def train_run(
                     progress(
                         TrainProgress(
                             epoch=epoch,
-                            epochs=epochs,
+                            epochs=last_epoch,
                             step=index + 1,
                             steps=len(epoch_batches),
                             loss=loss_sum.item() / images_seen,
@@ -253,7 +256,7 @@ def train_run(
     last = history[-1]
     return TrainResult(
         run_dir=run_dir,
-        epochs=epochs,
+        epochs=last_epoch,
         steps=steps,
         train_loss=last["train_loss"],
         train_accuracy=last["train_acc"],
@@ -402,6 +405,9 @@ def run_settings(
             "content_sha256": content_digest(manifest),  # ids and labels: what resume checks
             "rows": manifest.num_rows,
             "full_size": full_size(manifest),
+            # what made this subset (score, keep policy, fraction, seed): `report` reads it from here
+            "lineage": manifest.meta.get("lineage", []),
+            "scores": manifest.meta.get("scores", {}),
         },
         "dataset": manifest.meta.get("dataset", {}),
         "classes": classes,
@@ -416,6 +422,7 @@ def run_settings(
         "normalisation": to_jsonable(data.normalisation),
         "plan": {
             "epochs": epochs,
+            "stop_after_epoch": stop_epoch(config, epochs),
             "steps_per_epoch": steps_per_epoch(manifest.num_rows, config.recipe.batch_size),
             "total_steps": steps,
             "base_lr": base_learning_rate(config.recipe),
@@ -585,6 +592,15 @@ def check_label_range(manifest: Manifest, labels: np.ndarray, classes: list[str]
             f"{manifest.name}: label {labels[first]} of id '{manifest.ids()[first]}' is outside 0..{len(classes) - 1} "
             f"(dataset.classes has {len(classes)} names)"
         )
+
+
+def stop_epoch(config: TrainConfig, epochs: int) -> int:
+    """The last epoch this run trains: all of them, or --stop-after of the planned schedule."""
+    if config.stop_after is None:
+        return epochs
+    if not 1 <= config.stop_after <= epochs:
+        raise OptionError(f"--stop-after {config.stop_after}: must be between 1 and the run's {epochs} epochs")
+    return config.stop_after
 
 
 def dynamics_eval_epochs(config: TrainConfig, epochs: int) -> tuple[int, ...]:

@@ -315,3 +315,39 @@ def test_images_of_varying_sizes_are_streamed(tmp_path: Path, tiny_program: Path
     assert result.exit_code == 0, result.output
     _, matrix, metadata = read_embeddings(saved)
     assert matrix.shape == (5, 4) and np.isfinite(matrix).all() and metadata["encoder"]["image_size"] == 16
+
+
+def test_pixels_encoder_is_the_flattened_rgb_at_native_size() -> None:
+    from datadiet_cli.embed import check_encoder
+
+    pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3, 1) * 10
+    encoder = load_encoder("pixels", None, CPU)
+    assert choose_image_size(encoder, native_side=3, requested=None) == 3
+    matrix = embed_pixels(pixels, encoder, 3, batch_size=1, device=CPU)
+    gray = pixels.reshape(2, 9).astype(np.float32) / 255
+    assert np.allclose(matrix, np.concatenate([gray, gray, gray], axis=1))  # grayscale repeated to RGB, channel-major
+    with pytest.raises(OptionError, match="the pixels encoder has none"):
+        check_encoder("pixels", Path("w.pt"))
+
+
+def test_digits_chain_cluster_with_pixels_then_balance_by_cluster(tmp_path: Path) -> None:
+    """ingest -> cluster (pixels) -> prune --score proto_dist -> balance --by cluster, on the demo data."""
+    train, clustered = tmp_path / "train.parquet", tmp_path / "clustered.parquet"
+    kept, balanced = tmp_path / "kept.parquet", tmp_path / "balanced.parquet"
+    steps = [
+        ["ingest", "builtin:digits", "-o", str(train)],
+        ["cluster", str(train), "-o", str(clustered), "--encoder", "pixels"],
+        ["prune", str(clustered), "-o", str(kept), "--score", "proto_dist", "--keep", "hard", "--fraction", "0.3"],
+        ["balance", str(kept), "-o", str(balanced), "--by", "cluster"],
+    ]
+    for step in steps:
+        result = runner.invoke(app, [*step, "--quiet"])
+        assert result.exit_code == 0, result.output
+    full = read_manifest(clustered)
+    assert adjusted_rand_score(full.labels(), full.groups("cluster")) > 0.5  # raw pixels separate digits well
+    after = read_manifest(balanced)
+    clusters_full = np.bincount(full.groups("cluster"), minlength=10)
+    clusters_after = np.bincount(after.groups("cluster"), minlength=10)
+    floors = np.minimum(clusters_full, np.ceil(0.5 * read_manifest(kept).num_rows / full.num_rows * clusters_full))
+    assert np.all(clusters_after >= floors)
+    assert [step["command"] for step in after.meta["lineage"]] == ["ingest", "cluster", "prune", "balance"]

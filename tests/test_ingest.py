@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from datadiet_cli.cli import app
 from datadiet_cli.errors import DatasetError, OptionError
 from datadiet_cli.images import digits_to_uint8, load_images
-from datadiet_cli.ingest import IMG_EXTENSIONS, IngestConfig, Split, digits_split, ingest_source
+from datadiet_cli.ingest import IMG_EXTENSIONS, IngestConfig, Split, digits_split, ingest_source, sample_per_class
 from datadiet_cli.manifest import read_manifest
 
 runner = CliRunner()
@@ -127,7 +127,8 @@ def test_lineage_records_config_and_class_counts(tmp_path: Path, make_image_tree
     make_image_tree(tmp_path / "t", {"a/0.png": SMALL, "a/1.png": SMALL, "a/2.png": SMALL, "b/0.png": SMALL})
     (step,) = ingest_source(IngestConfig(source=str(tmp_path / "t"))).lineage()
     assert step["command"] == "ingest" and step["inputs"] == []
-    assert step["options"] == {"source": str(tmp_path / "t"), "split": None, "shape_sample": 16, "digits_test_every": 5}
+    assert step["options"] == {"source": str(tmp_path / "t"), "split": None, "shape_sample": 16, "digits_test_every": 5,
+                               "per_class": None, "seed": 0}  # fmt: skip
     assert step["stats"]["rows"] == 4 and step["stats"]["classes"] == 2
     assert step["stats"]["per_class_counts"] == {"min": 1, "max": 3, "mean": 2.0}
 
@@ -454,3 +455,35 @@ def test_real_cifar10_train_tree(cifar10_root: Path) -> None:
     assert manifest.meta["dataset"]["image_shape"] == [32, 32, 3]
     test = ingest_source(IngestConfig(source=str(cifar10_root), split=Split.test))
     assert test.num_rows == 10_000 and test.classes == manifest.classes
+
+
+def test_per_class_sample_is_stratified_seeded_and_nested() -> None:
+    labels = np.repeat(np.arange(3), [5, 4, 2])
+    ids = [f"img{i:02d}" for i in range(len(labels))]
+    rows = sample_per_class(ids, labels, per_class=3, seed=7)
+    assert np.bincount(labels[rows]).tolist() == [3, 3, 2]  # a class smaller than the cap keeps everything
+    assert np.all(np.diff(rows) > 0)
+    assert set(sample_per_class(ids, labels, 2, 7)) <= set(rows)  # nested as the cap grows
+    other_seeds = {tuple(sample_per_class(ids, labels, 3, seed)) for seed in range(8)}
+    assert len(other_seeds) > 1  # the seed matters
+    shuffled = np.random.default_rng(0).permutation(len(ids))
+    from_shuffled = sample_per_class([ids[i] for i in shuffled], labels[shuffled], 3, 7)
+    assert sorted(ids[i] for i in shuffled[from_shuffled]) == sorted(ids[i] for i in rows)  # order-independent
+
+
+def test_per_class_cli_records_option_and_counts(tmp_path: Path) -> None:
+    output = tmp_path / "digits-20.parquet"
+    code, output_text = ingest_cli("builtin:digits", "-o", str(output), "--per-class", "20", "--seed", "3", "--quiet")
+    assert code == 0, output_text
+    manifest = read_manifest(output)
+    assert np.bincount(manifest.labels()).tolist() == [20] * 10
+    step = manifest.lineage("ingest")[0]
+    assert step["options"]["per_class"] == 20 and step["options"]["seed"] == 3
+    assert step["stats"]["rows"] == 200
+
+
+def test_per_class_zero_is_a_usage_error(tmp_path: Path) -> None:
+    code, output_text = ingest_cli("builtin:digits", "-o", str(tmp_path / "x.parquet"), "--per-class", "0")
+    assert code == 2
+    assert output_text.strip() == "error: --per-class 0: must be at least 1 (or leave it out to keep every example)"
+    assert not (tmp_path / "x.parquet").exists()

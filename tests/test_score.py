@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from datadiet_cli.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.manifest import read_manifest, write_manifest
 from datadiet_cli.metrics import el2n
 from datadiet_cli.models import build_model
+from datadiet_cli.recipes import RECIPES
 from datadiet_cli.score import Metric, ScoreConfig, probe_jobs
 
 runner = CliRunner()
@@ -136,3 +138,22 @@ def test_errors(small_digits: Path, tmp_path: Path) -> None:
                                  "memorization", "--subset", "1"])  # fmt: skip
     assert result.exit_code == 2 and "--subset 1.0 is outside (0, 1)" in result.output
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_jobs_trains_probes_in_parallel_processes_with_the_same_result(small_digits: Path, tmp_path: Path) -> None:
+    serial = read_manifest(run_score(small_digits, tmp_path / "serial", "el2n"))
+    parallel = read_manifest(run_score(small_digits, tmp_path / "parallel", "el2n", "--jobs", "2"))
+    # Same seeds per probe; only the threads per process differ, which may move the last float bits.
+    np.testing.assert_allclose(parallel.score("el2n"), serial.score("el2n"), rtol=1e-4, atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "parallel" / "el2n.probes").glob("probe-*")) == ["probe-00", "probe-01"]
+    assert parallel.meta["scores"]["el2n"]["params"]["config"]["jobs"] == 2
+
+
+def test_truncated_probes_stop_early_in_the_recipes_full_schedule(small_digits: Path, tmp_path: Path) -> None:
+    run_score(small_digits, tmp_path, "el2n", "--probe-schedule", "truncated")
+    plan = json.loads((tmp_path / "el2n.probes" / "probe-00" / "config.json").read_text())["plan"]
+    assert plan["epochs"] == RECIPES["fast"].epochs and plan["stop_after_epoch"] == 1
+    result = runner.invoke(app, ["score", str(small_digits), "-o", str(tmp_path / "late.parquet"), "--metric", "el2n",
+                                 "--recipe", "fast", "--probe-epochs", "17", "--probe-schedule", "truncated"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "--probe-epochs 17 is longer than the fast recipe's 16 epochs" in result.output

@@ -279,6 +279,26 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny: Manifes
         assert np.array_equal(read_dynamics(tmp_path / "whole")[column], read_dynamics(tmp_path / "broken")[column])
 
 
+def test_stop_after_is_the_start_of_the_full_schedule_not_a_shorter_one(tiny: Manifest, tmp_path: Path) -> None:
+    whole = tiny_config(epochs=3)
+    train_run(tiny, whole, tmp_path / "whole")
+    result = train_run(tiny, dataclasses.replace(whole, stop_after=2), tmp_path / "stopped")
+    assert result.epochs == 2
+    full = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    stopped = [json.loads(line) for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()]
+    strip = [{k: v for k, v in line.items() if k not in ("seconds", "images_per_s")} for line in full[:2]]
+    assert [{k: v for k, v in line.items() if k not in ("seconds", "images_per_s")} for line in stopped] == strip
+    compressed = train_run(tiny, tiny_config(epochs=2), tmp_path / "compressed")
+    assert compressed.epochs == 2  # the same length, but its schedule anneals within those 2 epochs:
+    assert (
+        json.loads((tmp_path / "compressed" / "metrics.jsonl").read_text().splitlines()[-1])["lr"] != stopped[-1]["lr"]
+    )
+    plan = json.loads((tmp_path / "stopped" / "config.json").read_text())["plan"]
+    assert plan["epochs"] == 3 and plan["stop_after_epoch"] == 2
+    with pytest.raises(OptionError, match=r"--stop-after 4: must be between 1 and the run's 3 epochs"):
+        train_run(tiny, dataclasses.replace(whole, stop_after=4), tmp_path / "late")
+
+
 def test_resume_refuses_other_settings_and_fresh_runs_refuse_a_used_dir(tiny: Manifest, tmp_path: Path) -> None:
     train_run(tiny, tiny_config(epochs=1), tmp_path / "run")
     with pytest.raises(OptionError, match=r"already holds a training run; pass --resume to continue it"):

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.cluster import ClusterConfig, Embeddings, Engine, cluster_manifest, kmeans_device, validate_config
+from datadiet_cli.cluster import ClusterConfig, Engine, cluster_manifest, kmeans_device, validate_config
 from datadiet_cli.errors import OptionError
-from datadiet_cli.manifest import Manifest, check_output, read_manifest, write_embeddings, write_manifest
+from datadiet_cli.manifest import check_output, read_manifest, write_embeddings, write_manifest
 from datadiet_cli.options import Device, DeviceOption, InputManifest, OutputManifest, Quiet, RootOption, Seed
 
 
@@ -19,8 +19,9 @@ def cluster(
         list[str] | None,
         typer.Option(
             metavar="ENCODER",
-            help="swav-resnet50 (the paper's; default), torchvision:NAME (with --weights), or the path of a "
-            "torch.export program (RGB [0,1] (N,3,S,S) -> (N,D)). Repeat it with --ensemble.",
+            help="swav-resnet50 (the paper's; default), torchvision:NAME (with --weights), the path of a "
+            "torch.export program (RGB [0,1] (N,3,S,S) -> (N,D)), or pixels (raw pixels, for tiny images). "
+            "Repeat it with --ensemble.",
             show_default=False,
         ),
     ] = None,
@@ -104,14 +105,22 @@ def cluster(
     validate_config(source, config, n_sources)
     if save_embeddings is not None and n_sources != 1:
         raise OptionError(f"--save-embeddings writes one source's embeddings; {n_sources} were given")
-    embed_options = {"image_size": image_size, "batch_size": batch_size, "device": device.value}
-    sources = _embed_all(
-        source, encoder or [], weights or [], embeddings or [], embedding_ids, embed_options, root, quiet
-    )
+    from datadiet_cli.embed import EmbedConfig, embedding_sources
+
+    embed_config = EmbedConfig(image_size=image_size, batch_size=batch_size, device=device.value)
+    sources = embedding_sources(source, encoder or [], weights or [], embeddings or [], embedding_ids, embed_config,
+                                root, lambda description, unit: console.progress_bar(description, quiet, unit))  # fmt: skip
     if save_embeddings is not None:
         write_embeddings(source.ids(), sources[0].matrix, save_embeddings, {"encoder": dict(sources[0].identity)})
     with console.progress_bar("k-means", quiet, unit="iterations") as progress:
-        clustered = cluster_manifest(source, sources, config, kmeans_device(device), progress, embed_options)
+        clustered = cluster_manifest(
+            source,
+            sources,
+            config,
+            kmeans_device(device),
+            progress,
+            {"image_size": image_size, "batch_size": batch_size, "device": device.value},
+        )
     write_manifest(clustered, output)
     stats = clustered.lineage("cluster")[-1]["stats"]
     fit = stats["fits"][0]
@@ -122,42 +131,3 @@ def cluster(
         + (", sup_proto_dist" if stats["supervised"] else "")
         + f" -> {output}",
     )
-
-
-def _embed_all(
-    manifest: Manifest,
-    encoders: list[str],
-    weights: list[Path],
-    files: list[Path],
-    ids_file: Path | None,
-    options: dict[str, Any],
-    root: Path | None,
-    quiet: bool,
-) -> list[Embeddings]:
-    """Every requested source of embeddings, in order: encoders (default swav-resnet50), then files."""
-    from datadiet_cli.embed import (
-        SWAV_ENCODER,
-        EmbedConfig,
-        check_encoder,
-        embed_manifest,
-        embeddings_from_file,
-        load_pixels,
-        pair_weights,
-    )
-
-    if not encoders and not files:
-        encoders = [SWAV_ENCODER]
-    paired = pair_weights(encoders, weights)
-    for name, weight in zip(encoders, paired, strict=True):
-        check_encoder(name, weight)
-    pixels = None
-    if encoders:
-        with console.progress_bar("decoding", quiet, unit="images") as progress:
-            pixels = load_pixels(manifest, root, progress)
-    sources = []
-    for name, weight in zip(encoders, paired, strict=True):
-        config = EmbedConfig(encoder=name, weights=weight, **options)
-        with console.progress_bar(f"embedding ({Path(name).name})", quiet, unit="images") as progress:
-            sources.append(embed_manifest(manifest, config, root, pixels, progress))
-    sources.extend(embeddings_from_file(manifest, path, ids_file) for path in files)
-    return sources

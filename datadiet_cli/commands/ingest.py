@@ -7,7 +7,7 @@ import typer
 from datadiet_cli import console
 from datadiet_cli.ingest import IngestConfig, Split, ingest_source, locate_source
 from datadiet_cli.manifest import check_output, write_manifest
-from datadiet_cli.options import OutputManifest, Quiet
+from datadiet_cli.options import OutputManifest, Quiet, Seed
 
 
 def ingest(
@@ -28,16 +28,25 @@ def ingest(
             show_default=False,
         ),
     ] = None,
+    per_class: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep at most this many images of each class, chosen by a seeded hash of their ids (default: all). "
+            "Makes a smaller starting dataset; samples are nested as the number grows.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
     """List a dataset into a manifest: one row per image with a stable id, label, path and split.
 
     Nothing is decoded: class folders are listed and a few image headers read for the image size. Labels index the sorted class folders, exactly as torchvision's ImageFolder numbers them.
 
-    Example: datadiet ingest builtin:digits -o digits.parquet
+    Example: datadiet ingest cifar10/ --per-class 500 -o cifar-5k.parquet
     """
     check_output(output)
-    config = IngestConfig(source=source, split=split)
+    config = IngestConfig(source=source, split=split, per_class=per_class, seed=seed)
     located = locate_source(config)  # errors about SOURCE itself come before any progress bar
     with console.progress_bar("listing", quiet or located.kind != "imagefolder", unit="classes") as progress:
         manifest = ingest_source(config, progress, located)

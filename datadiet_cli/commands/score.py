@@ -9,7 +9,7 @@ from datadiet_cli import console
 from datadiet_cli.manifest import check_output, read_manifest, write_manifest
 from datadiet_cli.options import Device, DeviceOption, InputManifest, OutputManifest, Quiet, Seed
 from datadiet_cli.recipes import Augment
-from datadiet_cli.score import GrandMode, Metric, ScoreConfig, score_manifest
+from datadiet_cli.score import GrandMode, Metric, ProbeSchedule, ScoreConfig, score_manifest
 
 
 def score(
@@ -23,6 +23,13 @@ def score(
     ],
     probes: Annotated[int, typer.Option(help="Number of probe models K (the paper: 10).")] = 10,
     probe_epochs: Annotated[int, typer.Option(help="Epochs each probe trains before it is measured.")] = 20,
+    probe_schedule: Annotated[
+        ProbeSchedule,
+        typer.Option(
+            help="compressed: the recipe's schedule squeezed into the probe epochs; truncated: the recipe's full "
+            "schedule stopped after them, at a still-high learning rate (Paul et al.'s EL2N protocol)."
+        ),
+    ] = ProbeSchedule.compressed,
     recipe: Annotated[
         str, typer.Option(help="Probe training recipe: cifar, imagenet or fast (see train --help).")
     ] = "cifar",
@@ -69,7 +76,7 @@ def score(
     Example: datadiet score train.parquet -o scored.parquet --metric el2n --probes 10 --probe-epochs 20
     """
     check_output(output, manifest)
-    config = ScoreConfig(metric=metric, probes=probes, probe_epochs=probe_epochs, recipe=recipe, arch=arch, augment=augment, seed=seed,
+    config = ScoreConfig(metric=metric, probes=probes, probe_epochs=probe_epochs, probe_schedule=probe_schedule, recipe=recipe, arch=arch, augment=augment, seed=seed,
                          variant=variant, subset=subset, grand_mode=grand_mode, device=Device(device).value,
                          jobs=jobs, column=column)  # fmt: skip
     probes_dir = probes_dir or output.with_suffix(".probes")

@@ -53,6 +53,14 @@ MatchedIterations = Annotated[
         "lineage) would take; linear in between (the paper's App. J)."
     ),
 ]
+StopAfter = Annotated[
+    int | None,
+    typer.Option(
+        help="End after this many epochs of the planned schedule, learning rate and all (default: train to the end). "
+        "For early-training probes like Paul et al.'s EL2N.",
+        show_default=False,
+    ),
+]
 PrecisionOption = Annotated[
     Precision,
     typer.Option(
@@ -89,6 +97,7 @@ def train(
     label_smoothing: LabelSmoothing = None,
     augment: AugmentOption = None,
     matched_iterations: MatchedIterations = 0.0,
+    stop_after: StopAfter = None,
     device: DeviceOption = "auto",  # type: ignore[assignment]
     precision: PrecisionOption = Precision.auto,
     seed: Seed = 0,
@@ -116,6 +125,7 @@ def train(
         device=getattr(device, "value", device),
         seed=seed,
         matched_iterations=matched_iterations,
+        stop_after=stop_after,
         precision=precision,
         record_dynamics=record_dynamics,
         dynamics_epochs=parse_dynamics_epochs(dynamics_epochs),
