@@ -14,6 +14,7 @@ from datadiet_cli.commands import cluster as cluster_command
 from datadiet_cli.commands import evaluate as evaluate_command
 from datadiet_cli.commands import report as report_command
 from datadiet_cli.commands import score as score_command
+from datadiet_cli.commands import theory as theory_command
 from datadiet_cli.commands import train as train_command
 from datadiet_cli.console import error_line
 from datadiet_cli.errors import DatadietError
@@ -99,6 +100,7 @@ app.command("balance")(balance.balance)
 app.command("train")(train_command.train)
 app.command("evaluate")(evaluate_command.evaluate)
 app.command("report")(report_command.report)
+app.add_typer(theory_command.app, name="theory")
 
 
 def main() -> None:
