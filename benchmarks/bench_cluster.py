@@ -86,9 +86,10 @@ def bench_kmeans(repeats: int, iters: int) -> None:
         faiss = None
     print(f"\n## k-means: {iters} Lloyd iterations from the same k-means++ seeds (best of {repeats}, interleaved)")
     print(
-        "| N x D, k | k-means++ s | torch s/iter | sklearn / torch | faiss / torch | objective sklearn, faiss vs torch |"
+        "| N x D, k | k-means++ s | torch s/iter | sklearn / torch | faiss / torch | objective sklearn, faiss vs torch "
+        "| engine faiss / faiss.Kmeans |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for n, d, k in KMEANS_SHAPES:
         x = mixture(n, d, 20, seed=0)
         points = torch.from_numpy(x)
@@ -110,44 +111,63 @@ def bench_kmeans(repeats: int, iters: int) -> None:
             "sklearn": lambda p=points, s=seeds: _lloyd_sklearn(p, s, ClusterConfig(iters=iters, tol=0.0)),
         }
         if faiss is not None:
+            # faiss runs exactly niter iterations; ours stop once the labels freeze. Timing faiss for as many
+            # iterations as torch really ran keeps "per iteration" the same work (after a freeze, faiss's
+            # remaining iterations cost it a fraction of a real one, which would flatter its average).
+            lloyd_iters = runs["torch"]()[1]
 
-            def run_faiss(x=x, n=n, d=d, k=k, seeds=seeds) -> np.ndarray:
+            def run_faiss(x=x, n=n, d=d, k=k, seeds=seeds, lloyd_iters=lloyd_iters) -> np.ndarray:
                 # max_points_per_centroid=n: faiss would otherwise silently fit on a 256*k subsample.
-                model = faiss.Kmeans(d, k, niter=iters, seed=0, max_points_per_centroid=n, verbose=False)
+                model = faiss.Kmeans(d, k, niter=lloyd_iters, seed=0, max_points_per_centroid=n, verbose=False)
                 model.train(x, init_centroids=x[seeds])
                 return model.centroids
 
             runs["faiss"] = run_faiss
+            # datadiet's --engine faiss: our Lloyd loop (update, tolerance, empty clusters) around faiss's search.
+            runs["engine_faiss"] = lambda p=points, q=points_sq, s=seeds, c=chunk: _lloyd_torch(
+                p, q, p[s].clone(), ClusterConfig(iters=iters, tol=-1), -1.0, c, None, Engine.faiss
+            )
         best = interleaved(repeats, runs)
         torch_s, (torch_c, torch_it, _) = best["torch"]
         sk_s, (sk_c, sk_it, _) = best["sklearn"]
         per_torch, per_sk = torch_s / torch_it, sk_s / sk_it
         base = objective(torch_c)
-        faiss_ratio, faiss_obj = "n/a", "n/a"
+        faiss_ratio, faiss_obj, engine_ratio = "n/a", "n/a", "n/a"
         if "faiss" in best:
             faiss_s, faiss_c = best["faiss"]
-            faiss_ratio = f"{(faiss_s / iters) / per_torch:.2f}"
+            faiss_ratio = f"{(faiss_s / lloyd_iters) / per_torch:.2f}"
             faiss_obj = f"{objective(torch.from_numpy(faiss_c)) / base - 1:+.4%}"
+            engine_s, (_, engine_it, _) = best["engine_faiss"]
+            engine_ratio = f"{(engine_s / engine_it) / (faiss_s / lloyd_iters):.2f} ({engine_it} it)"
         print(
             f"| {n:,} x {d}, k={k} | {init_s:.2f} | {per_torch:.3f} ({torch_it} it) | {per_sk / per_torch:.2f} "
-            f"({sk_it} it) | {faiss_ratio} | {objective(sk_c) / base - 1:+.4%}, {faiss_obj} |"
+            f"({sk_it} it) | {faiss_ratio} | {objective(sk_c) / base - 1:+.4%}, {faiss_obj} | {engine_ratio} |"
         )
     print("\n## kmeans() end to end, default tolerance (what `--engine` changes; interleaved)")
-    print("| N x D, k | torch s | sklearn / torch | iterations torch, sklearn | inertia sklearn vs torch |")
-    print("|---|---|---|---|---|")
+    engines = [Engine.torch, Engine.sklearn] + ([Engine.faiss] if faiss is not None else [])
+    print(
+        "| N x D, k | torch s | "
+        + " | ".join(f"{e.value} / torch" for e in engines[1:])
+        + " | iterations | inertia vs torch |"
+    )
+    print("|---|---|" + "---|" * (len(engines) - 1) + "---|---|")
     for n, d, k in KMEANS_SHAPES:
         x = mixture(n, d, 20, seed=0)
         best = interleaved(
             repeats,
             {
                 engine.value: lambda engine=engine, x=x, k=k: kmeans(x, k, ClusterConfig(engine=engine))
-                for engine in (Engine.torch, Engine.sklearn)
+                for engine in engines
             },
         )
-        (t_s, t_fit), (s_s, s_fit) = best["torch"], best["sklearn"]
+        t_s, t_fit = best["torch"]
+        others = [best[e.value] for e in engines[1:]]
         print(
-            f"| {n:,} x {d}, k={k} | {t_s:.2f} | {s_s / t_s:.2f} | {t_fit.iterations}, {s_fit.iterations} | "
-            f"{s_fit.inertia / t_fit.inertia - 1:+.4%} |"
+            f"| {n:,} x {d}, k={k} | {t_s:.2f} | "
+            + " | ".join(f"{o_s / t_s:.2f}" for o_s, _ in others)
+            + f" | {', '.join(str(fit.iterations) for _, fit in [best['torch'], *others])} | "
+            + ", ".join(f"{fit.inertia / t_fit.inertia - 1:+.4%}" for _, fit in others)
+            + " |"
         )
 
 

@@ -36,12 +36,15 @@ class Engine(str, enum.Enum):
     auto = "auto"
     torch = "torch"
     sklearn = "sklearn"
+    faiss = "faiss"
 
 
 # The CPU engine `auto` picks, by benchmarks/bench_cluster.py (docs/cluster.md has the tables): per
 # iteration torch and scikit-learn do the same work (CPU time within 10% from the same seeds), but
 # scikit-learn runs one parallel region per iteration where torch runs several per chunk, so when other
 # processes share the cores torch's threads wait for each other (2-30x slower wall time) and sklearn's barely do.
+# faiss's nearest-centroid search is faster still (up to 2x per iteration); when faiss is installed
+# (`pip install 'datadiet[faiss]'`) it does the assignment step of datadiet's own Lloyd loop.
 CPU_ENGINE = Engine.sklearn
 # Floats per chunk (rows x (k + D)): bounds k-means memory independently of N. Big chunks on the CPU too:
 # fewer parallel regions is what keeps torch usable on a busy machine (cache-sized chunks were ~20% faster idle).
@@ -60,7 +63,7 @@ class ClusterConfig:
     tol: float = 1e-4  # stop when the summed squared centroid shift <= tol x mean feature variance (sklearn's rule)
     fit_fraction: float = 1.0  # fit centroids on this seeded fraction of rows, then assign every row
     spherical: bool = False  # cluster L2-normalised embeddings; distances become cosine distances 1 - cos
-    engine: Engine = Engine.auto  # auto: torch on a GPU, CPU_ENGINE on the CPU
+    engine: Engine = Engine.auto  # auto: torch on a GPU; on the CPU faiss when installed, else CPU_ENGINE
     ensemble: bool = False  # several embeddings: average their standardised scores (the paper's App. G)
     seed: int = 0  # k-means++ draws and the fit sample; same seed, same clusters
 
@@ -99,9 +102,24 @@ def kmeans_device(device: Any) -> str:
 def resolve_engine(engine: Engine, device: str, spherical: bool) -> Engine:
     if engine is Engine.sklearn and spherical:
         raise OptionError("--engine sklearn cannot keep unit-length centroids for --spherical; use --engine torch")
+    if engine is Engine.faiss:
+        if device != "cpu":
+            raise OptionError("--engine faiss runs on the CPU; use --device cpu, or --engine torch on a GPU")
+        if not faiss_available():
+            raise OptionError("--engine faiss needs the faiss-cpu package: pip install 'datadiet[faiss]'")
     if engine is not Engine.auto:
         return engine
-    return Engine.torch if device != "cpu" or spherical else CPU_ENGINE
+    if device != "cpu":
+        return Engine.torch
+    if faiss_available():
+        return Engine.faiss
+    return Engine.torch if spherical else CPU_ENGINE
+
+
+def faiss_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
 
 
 def fit_sample(n_rows: int, fraction: float, k: int, seed: int) -> np.ndarray | None:
@@ -151,11 +169,10 @@ def kmeans(
                 progress(config.iters, config.iters)
         else:
             centroids, iterations, converged = _lloyd_torch(
-                fit_points, fit_sq, fit_points[seeds].clone(), config, tolerance, chunk, progress
+                fit_points, fit_sq, fit_points[seeds].clone(), config, tolerance, chunk, progress, engine
             )
-        labels, _ = nearest_centroids(
-            points, points.square().sum(1), centroids, chunk_rows(n_rows, k + points.shape[1], device)
-        )
+        final_chunk = chunk_rows(n_rows, k + points.shape[1], device)
+        labels, _ = nearest_centroids(points, points.square().sum(1), centroids, final_chunk, engine)
         distances, squared = exact_distances(points, centroids, labels, config.spherical)
     return KMeansResult(
         labels=labels.cpu().numpy().astype(np.int64),
@@ -187,25 +204,32 @@ def chunk_rows(n_rows: int, width: int, device: str) -> int:
 
 
 def nearest_centroids(
-    points: torch.Tensor, points_sq: torch.Tensor, centroids: torch.Tensor, chunk: int
+    points: torch.Tensor, points_sq: torch.Tensor, centroids: torch.Tensor, chunk: int, engine: Engine = Engine.torch
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of and squared distance to the nearest centroid, one chunk of rows at a time."""
-    labels, squared, _, _ = assign(points, points_sq, centroids, chunk, accumulate=False)
+    labels, squared, _, _ = assign(points, points_sq, centroids, chunk, accumulate=False, engine=engine)
     return labels, squared
 
 
 def assign(
-    points: torch.Tensor, points_sq: torch.Tensor, centroids: torch.Tensor, chunk: int, accumulate: bool
+    points: torch.Tensor,
+    points_sq: torch.Tensor,
+    centroids: torch.Tensor,
+    chunk: int,
+    accumulate: bool,
+    engine: Engine = Engine.torch,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Nearest centroid of every row and, with `accumulate`, the float64 sum and count of each cluster's rows.
 
     One pass over the rows: each chunk is summed while it is still in cache. Memory: chunk x (k + D).
+    With the faiss engine, faiss's exhaustive L2 search finds the nearest centroids (CPU only).
     """
     import torch
 
     k, width = centroids.shape
     device = points.device
     centroids_sq = centroids.square().sum(1)
+    index = faiss_index(centroids) if engine is Engine.faiss else None
     # MKL runs a GEMM with few output columns about 1.7x faster as (k x D)(D x B) than as (B x D)(D x k).
     narrow = k < NARROW_K
     labels = torch.empty(len(points), dtype=torch.int64, device=device)
@@ -215,13 +239,18 @@ def assign(
     for start in range(0, len(points), chunk):
         stop = min(start + chunk, len(points))
         rows = points[start:stop]
+        if index is not None:
+            found_sq, found = index.search(rows.numpy(), 1)  # (B, 1) squared distances and centroid indices
+            nearest = torch.from_numpy(found[:, 0])
+            squared[start:stop] = torch.from_numpy(found_sq[:, 0]).clamp_min_(0.0)
         # ||x||^2 is constant per row, so the argmin needs only ||c||^2 - 2 x.c (one GEMM).
-        if narrow:
+        elif narrow:
             best, nearest = torch.addmm(centroids_sq[:, None], centroids, rows.T, alpha=-2.0).min(0)
+            squared[start:stop] = (best + points_sq[start:stop]).clamp_min_(0.0)
         else:
             best, nearest = torch.addmm(centroids_sq, rows, centroids.T, alpha=-2.0).min(1)
+            squared[start:stop] = (best + points_sq[start:stop]).clamp_min_(0.0)
         labels[start:stop] = nearest
-        squared[start:stop] = (best + points_sq[start:stop]).clamp_min_(0.0)
         if sums is not None and counts is not None:
             if device.type == "cpu":
                 # float32 within a chunk (~10x faster than float64 here), float64 across chunks.
@@ -231,6 +260,15 @@ def assign(
                 sums += (torch.nn.functional.one_hot(nearest, k).to(rows.dtype).T @ rows).double()
             counts += torch.bincount(nearest, minlength=k).double()
     return labels, squared, sums, counts
+
+
+def faiss_index(centroids: torch.Tensor) -> Any:
+    """An exact (flat) L2 index over the centroids, for faiss's fast nearest-centroid search."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids.cpu().numpy(), dtype=np.float32))
+    return index
 
 
 def kmeans_plusplus(points: torch.Tensor, points_sq: torch.Tensor, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -279,12 +317,13 @@ def _lloyd_torch(
     tolerance: float,
     chunk: int,
     progress: ProgressCallback | None,
+    engine: Engine = Engine.torch,
 ) -> tuple[torch.Tensor, int, bool]:
     import torch
 
     previous: torch.Tensor | None = None
     for iteration in range(1, config.iters + 1):
-        labels, squared, sums, counts = assign(points, points_sq, centroids, chunk, accumulate=True)
+        labels, squared, sums, counts = assign(points, points_sq, centroids, chunk, accumulate=True, engine=engine)
         assert sums is not None and counts is not None
         updated = (sums / counts.clamp_min(1)[:, None]).to(centroids.dtype)
         empty = torch.nonzero(counts == 0).flatten()

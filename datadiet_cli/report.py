@@ -477,11 +477,18 @@ def size_curves(cells: Sequence[Cell]) -> list[SizeCurve]:
 
 
 def random_baseline(cells: Sequence[Cell], cell: Cell) -> Cell | None:
-    """The unbalanced keep=random cell at the same setting, starting size and fraction (the unpruned one at 1.0)."""
-    for other in cells:
-        same_place = (other.setting, other.start_size, other.fraction) == (cell.setting, cell.start_size, cell.fraction)
-        if same_place and other.policy.is_random and not other.policy.balanced:
-            return other
+    """The keep=random cell at the same setting, starting size and fraction (the unpruned one at 1.0).
+
+    An unbalanced random cell is preferred; a balanced one stands in (balancing a random subset
+    moves a handful of rows, since random pruning keeps every class near its fair share)."""
+    randoms = [
+        other
+        for other in cells
+        if (other.setting, other.start_size, other.fraction) == (cell.setting, cell.start_size, cell.fraction)
+        and other.policy.is_random
+    ]
+    if randoms:
+        return min(randoms, key=lambda other: other.policy.balanced)
     if cell.fraction == 1.0:
         for other in cells:
             if (other.setting, other.start_size) == (cell.setting, cell.start_size) and other.policy.is_reference:
@@ -994,7 +1001,29 @@ def _fraction_section(report: Report) -> list[str]:
             )
         header = ("policy", "fraction", "rows", "n", "test error %", "top-1 %", "top-5 %", "Δ random")
         lines += _table(header, rows)
+        lines += ["Top-1 % (mean ± std over seeds) by fraction kept:", "", *_accuracy_grid(cells)]
     return lines
+
+
+def _grid_value(cell: Cell) -> str:
+    return _percent(cell.top1, cell.top1_std if cell.n > 1 else None)
+
+
+def _accuracy_grid(cells: Sequence[Cell]) -> list[str]:
+    """One row per policy, one column per fraction kept (largest first): the results table at a glance."""
+    fractions = sorted({cell.fraction for cell in cells}, reverse=True)
+    by_policy: dict[Policy, dict[float, Cell]] = defaultdict(dict)
+    for cell in cells:
+        by_policy[cell.policy][cell.fraction] = cell
+    order = sorted(by_policy, key=lambda policy: (not policy.is_reference, not policy.is_random, policy))
+    rows = [
+        (
+            policy.label,
+            *(_grid_value(by_policy[policy][f]) if f in by_policy[policy] else "" for f in fractions),
+        )
+        for policy in order
+    ]
+    return _table(("policy", *(f"{f:g}" for f in fractions)), rows)
 
 
 def _size_section(report: Report) -> list[str]:
@@ -1004,7 +1033,7 @@ def _size_section(report: Report) -> list[str]:
         return [
             *lines,
             f"Not drawn: every policy and fraction starts from one size ({', '.join(f'{s:,}' for s in sizes)} "
-            "examples). Sweep several starting sizes (e.g. `datadiet prune --keep random --count N` first) to see "
+            "examples). Sweep several starting sizes (`datadiet ingest --per-class N`, or `datadiet prune --keep random --count N` first) to see "
             "how test error scales with data.",
             "",
         ]

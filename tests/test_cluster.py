@@ -21,9 +21,11 @@ from datadiet_cli.cluster import (
     Engine,
     class_prototype_distances,
     cluster_manifest,
+    faiss_available,
     fit_sample,
     kmeans,
     nearest_centroids,
+    resolve_engine,
     standardise,
 )
 from datadiet_cli.errors import DatadietError, OptionError
@@ -45,10 +47,13 @@ def exact_euclidean(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray) ->
     return np.sqrt((difference**2).sum(axis=1)).astype(np.float32)
 
 
+needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed (pip install faiss-cpu)")
+ENGINES = [Engine.torch, Engine.sklearn, pytest.param(Engine.faiss, marks=needs_faiss)]
+
 # -- k-means on arrays ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", [Engine.torch, Engine.sklearn])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_recovers_well_separated_blobs(engine: Engine) -> None:
     x, y = blobs()
     result = kmeans(x, 4, ClusterConfig(engine=engine))
@@ -122,12 +127,27 @@ def test_chunked_assignment_equals_one_chunk() -> None:
         torch.testing.assert_close(whole[1], chunked[1], rtol=1e-5, atol=1e-4)  # GEMM rounding may vary by chunk
 
 
-@pytest.mark.parametrize("engine", [Engine.torch, Engine.sklearn])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_more_clusters_than_distinct_points_leaves_no_cluster_undefined(engine: Engine) -> None:
     x = np.array([[0.0, 0.0]] * 5 + [[1.0, 1.0]] * 5, dtype=np.float32)
     result = kmeans(x, 3, ClusterConfig(engine=engine))
     assert set(result.labels) <= {0, 1, 2} and np.isfinite(result.centroids).all()
     assert result.distances.max() == 0.0
+
+
+@needs_faiss
+def test_faiss_engine_follows_the_same_lloyd_path_as_torch() -> None:
+    """Same k-means++ centres, same update and stopping rule: only the nearest-centroid search differs."""
+    x, _ = make_blobs(n_samples=3000, centers=6, n_features=16, cluster_std=3.0, random_state=1)
+    x = x.astype(np.float32)
+    torch_result = kmeans(x, 6, ClusterConfig(engine=Engine.torch, seed=3))
+    faiss_result = kmeans(x, 6, ClusterConfig(engine=Engine.faiss, seed=3))
+    assert faiss_result.engine == "faiss" and faiss_result.iterations == torch_result.iterations
+    np.testing.assert_array_equal(faiss_result.labels, torch_result.labels)
+    np.testing.assert_allclose(faiss_result.centroids, torch_result.centroids, rtol=1e-5, atol=1e-5)
+    assert faiss_result.inertia == pytest.approx(torch_result.inertia, rel=1e-6)
+    with pytest.raises(OptionError, match="--engine faiss runs on the CPU"):
+        resolve_engine(Engine.faiss, "cuda", False)
 
 
 def test_supervised_prototype_distances_by_hand() -> None:
@@ -178,7 +198,8 @@ def test_cluster_manifest_columns_scores_and_lineage() -> None:
     assert out.meta["scores"]["sup_proto_dist"]["metric"] == "supervised_prototype"
     assert out.meta["scores"]["proto_dist"]["params"]["k"] == 4  # = number of classes
     fit = out.lineage("cluster")[-1]["stats"]["fits"][0]
-    assert fit["fit_rows"] == 100 and fit["engine"] == CPU_ENGINE.value and fit["encoder"] == {"name": "toy"}
+    auto_engine = Engine.faiss if faiss_available() else CPU_ENGINE
+    assert fit["fit_rows"] == 100 and fit["engine"] == auto_engine.value and fit["encoder"] == {"name": "toy"}
     assert adjusted_rand_score(y, out.groups("cluster")) >= 0.95
     np.testing.assert_array_equal(
         out.score("sup_proto_dist"), class_prototype_distances(x, y, False).astype(np.float64)

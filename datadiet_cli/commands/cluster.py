@@ -82,7 +82,10 @@ def cluster(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 128,
     engine: Annotated[
         Engine,
-        typer.Option(help="k-means implementation: auto picks torch on a GPU and the faster measured one on the CPU."),
+        typer.Option(
+            help="k-means implementation: auto = torch on a GPU; on the CPU faiss when installed "
+            "(pip install 'datadiet[faiss]'), else scikit-learn."
+        ),
     ] = Engine.auto,
     device: DeviceOption = Device.auto,
     root: RootOption = None,
