@@ -238,3 +238,15 @@ def test_cli_plot_refuses_a_file_as_folder(tmp_path: Path) -> None:
     result = runner.invoke(app, ["theory", "plot", "-o", str(target)])
     assert result.exit_code == 2
     assert "is a file; -o takes a folder for the PNGs" in result.output
+
+
+def test_cli_plot_writes_the_three_figures_without_simulation_dots(tmp_path: Path) -> None:
+    from PIL import Image
+
+    result = runner.invoke(app, ["theory", "plot", "-o", str(tmp_path / "figs"), "--draws", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    names = sorted(path.name for path in (tmp_path / "figs").iterdir())
+    assert names == ["fig1a_learning_curves.png", "fig1c_easy_minus_hard.png", "fig2_fmin.png"]
+    for name in names:
+        with Image.open(tmp_path / "figs" / name) as image:
+            assert image.format == "PNG" and min(image.size) >= 400
