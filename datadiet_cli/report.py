@@ -928,6 +928,7 @@ def summary_markdown(report: Report, config: ReportConfig) -> str:
     if report.runs:
         lines += _runs_section(report)
         lines += _fraction_section(report)
+        lines += _easy_or_hard_section(report)
         lines += _size_section(report)
     if report.manifests:
         lines += ["## Scored manifests read", ""] + [f"- `{path}`" for path in report.manifests] + [""]
@@ -1003,6 +1004,52 @@ def _fraction_section(report: Report) -> list[str]:
         lines += _table(header, rows)
         lines += ["Top-1 % (mean ± std over seeds) by fraction kept:", "", *_accuracy_grid(cells)]
     return lines
+
+
+def easy_hard_pairs(cells: Sequence[Cell]) -> list[tuple[Cell, Cell]]:
+    """(keep easy, keep hard) cells of the same metric, balancing, fraction, setting and starting size."""
+    easy = {
+        (c.setting, c.start_size, c.policy.metric, c.policy.balanced, c.fraction): c
+        for c in cells
+        if c.policy.keep == "easy"
+    }
+    pairs = []
+    for cell in cells:
+        key = (cell.setting, cell.start_size, cell.policy.metric, cell.policy.balanced, cell.fraction)
+        if cell.policy.keep == "hard" and key in easy:
+            pairs.append((easy[key], cell))
+    return sorted(
+        pairs, key=lambda pair: (pair[1].setting, pair[1].policy.metric, pair[1].start_size, -pair[1].fraction)
+    )
+
+
+def _easy_or_hard_section(report: Report) -> list[str]:
+    """The paper's first prediction: keep easy when data is scarce, keep hard when it is abundant."""
+    pairs = easy_hard_pairs(report.cells)
+    if not pairs:
+        return []
+    lines = [
+        "## Keep easy or keep hard?",
+        "",
+        "The paper predicts keep easy wins from small starting sets and keep hard from large ones. "
+        "Top-1 % (mean ± std over seeds); the difference is easy minus hard, in points.",
+        "",
+    ]
+    rows = [
+        (
+            easy.setting,
+            easy.policy.metric + (" + balance" if easy.policy.balanced else ""),
+            f"{easy.start_size:,}",
+            f"{easy.fraction:g}",
+            _grid_value(easy),
+            _grid_value(hard),
+            f"{100 * (easy.top1 - hard.top1):+.2f}",
+            "easy" if easy.top1 > hard.top1 else "hard" if hard.top1 > easy.top1 else "tie",
+        )
+        for easy, hard in pairs
+    ]
+    header = ("setting", "score", "start size", "fraction", "keep easy", "keep hard", "easy − hard", "better")
+    return lines + _table(header, rows)
 
 
 def _grid_value(cell: Cell) -> str:

@@ -29,6 +29,7 @@ from datadiet_cli.report import (
     cluster_class_counts,
     cluster_order,
     describe_subset,
+    easy_hard_pairs,
     fit_exponential,
     fit_power_law,
     mean_std,
@@ -152,6 +153,21 @@ def test_aggregate_averages_seeds_per_policy_fraction_and_setting() -> None:
     assert pooled.top1 == pytest.approx(0.85) and pooled.rows == 50
     assert cells[("cifar/resnet18/200 epochs", "el2n", 0.5)].n == 1
     assert len(cells) == 4
+
+
+def test_easy_and_hard_are_paired_per_metric_fraction_and_start_size() -> None:
+    runs = [
+        record("el2n", "easy", 0.5, 0.70, seed=0),
+        record("el2n", "easy", 0.5, 0.80, seed=1),
+        record("el2n", "hard", 0.5, 0.60),
+        record("el2n", "hard", 0.5, 0.90, start_size=1000),  # another starting size: no easy partner
+        record("el2n", "hard", 0.3, 0.50),  # no easy run at 0.3
+        record("forgetting", "easy", 0.5, 0.40),
+        record("random", "random", 0.5, 0.65),
+    ]
+    ((easy, hard),) = easy_hard_pairs(aggregate(runs))
+    assert (easy.policy.keep, hard.policy.keep, easy.policy.metric, hard.start_size) == ("easy", "hard", "el2n", 100)
+    assert easy.top1 == pytest.approx(0.75) and hard.top1 == pytest.approx(0.60)
 
 
 def test_a_random_subset_pruned_further_is_also_their_unpruned_reference() -> None:
