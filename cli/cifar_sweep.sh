@@ -8,7 +8,7 @@
 #   OUT_ROOT/cifar10-10k  1,000 images per class; random, el2n, forgetting, proto_dist, sup_proto_dist,
 #                         keep hard and easy, fractions 0.8 0.6 0.4 0.2, plus the full 10k
 #   OUT_ROOT/cifar10-2k   200 per class (a scarce-data start); random and el2n
-#   OUT_ROOT/cifar10-50k  the whole train set (an abundant start); random and el2n at 0.2
+#   OUT_ROOT/cifar10-50k  the whole train set (an abundant start); random and el2n at 0.2 and 0.8
 # Seed 0 of everything runs first, then seed 1, then seed 2, so a cut-short run still covers every cell once.
 # Recipe: `fast` (smallcnn) shortened to 8 epochs for every model, so the whole sweep fits a 2-core CPU in
 # about two hours; EL2N probes 4 epochs, forgetting probes 8, 3 probes each.
@@ -38,5 +38,5 @@ for seed in 0 1 2; do
     PROBES=3 PROBE_EPOCHS=4 PROBE_EPOCHS_forgetting=$epochs CLUSTER_ARGS="--encoder $encoder --image-size 64"
   sweep "$out_root/cifar10-2k" "$seed" PER_CLASS=200 METRICS="el2n" FRACTIONS="0.8 0.6 0.4 0.2" \
     PROBES=3 PROBE_EPOCHS=4
-  sweep "$out_root/cifar10-50k" "$seed" METRICS="el2n" FRACTIONS="0.2" FULL=no PROBES=3 PROBE_EPOCHS=4
+  sweep "$out_root/cifar10-50k" "$seed" METRICS="el2n" FRACTIONS="0.2 0.8" FULL=no PROBES=3 PROBE_EPOCHS=4
 done

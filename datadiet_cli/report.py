@@ -864,10 +864,21 @@ def publish(staging: Path, out_dir: Path) -> None:
     """Move the finished files into OUT_DIR: a rename of the whole folder when OUT_DIR is new; otherwise
     file by file, after removing the report files of an earlier report that this one does not rewrite."""
     if not out_dir.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); a report folder is an ordinary one
         os.replace(staging, out_dir)
         return
     produced = {path.name for path in staging.iterdir()}
-    report_files = {RESULTS_FILE, SUMMARY_FILE, FRACTION_FIGURE, SIZE_FIGURE, CORRELATION_FIGURE, BALANCE_FIGURE}
+    report_files = {
+        RESULTS_FILE,
+        SUMMARY_FILE,
+        FRACTION_FIGURE,
+        SIZE_FIGURE,
+        CORRELATION_FIGURE,
+        BALANCE_FIGURE,
+        CLUSTER_FIGURE,
+    }
     for old in out_dir.iterdir():
         stale = old.name in report_files or (old.name.startswith(EXTREMES_PREFIX) and old.suffix == ".png")
         if stale and old.is_file() and old.name not in produced:

@@ -281,7 +281,7 @@ def test_report_draws_the_cluster_class_overlap_of_a_clustered_manifest(tmp_path
 def test_publish_replaces_an_earlier_report_but_keeps_other_files(tmp_path: Path) -> None:
     out = tmp_path / "report"
     out.mkdir()
-    for name in ("summary.md", "extremes_old.png", "error_vs_size.png", "my-notes.txt"):
+    for name in ("summary.md", "extremes_old.png", "error_vs_size.png", "cluster_classes.png", "my-notes.txt"):
         (out / name).write_text("old")
     staging = tmp_path / "staging"
     staging.mkdir()
@@ -289,6 +289,19 @@ def test_publish_replaces_an_earlier_report_but_keeps_other_files(tmp_path: Path
     publish(staging, out)
     assert sorted(p.name for p in out.iterdir()) == ["my-notes.txt", "summary.md"]
     assert (out / "summary.md").read_text() == "new"
+
+
+def test_a_new_report_folder_has_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700, as build_report makes it
+    umask = os.umask(0o022)
+    try:
+        publish(staging, tmp_path / "report")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "report").stat().st_mode & 0o777 == 0o755
 
 
 # -- synthetic run directories: a sweep over starting sizes -------------------------------------------------
