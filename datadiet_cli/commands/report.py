@@ -18,7 +18,7 @@ Manifests = Annotated[
     typer.Option(
         "--manifest",
         "-m",
-        help="Scored manifest for the score-correlation, class-balance and easiest/hardest figures (repeatable).",
+        help="Scored manifest for the score-correlation, class-balance, cluster/class and easiest/hardest figures (repeatable).",
         show_default=False,
     ),
 ]
@@ -46,7 +46,7 @@ def report(
 ) -> None:
     """Figures and a Markdown summary from finished runs and scored manifests, without retraining.
 
-    Reads each run's config.json (metric, keep policy, fraction and seed come from its training lineage) and the eval.json of `datadiet evaluate`. Writes OUT_DIR/summary.md, results.csv, error_vs_fraction.png, error_vs_size.png (with several starting sizes), score_correlation.png, class_balance.png and extremes_SCORE.png, all at once (docs/report.md).
+    Reads each run's config.json (metric, keep policy, fraction and seed come from its training lineage) and the eval.json of `datadiet evaluate`. Writes OUT_DIR/summary.md, results.csv, error_vs_fraction.png, error_vs_size.png (with several starting sizes), score_correlation.png, class_balance.png, cluster_classes.png (clustered manifests) and extremes_SCORE.png, all at once (docs/report.md). summary.md also tabulates top-1 by fraction kept and keep easy against keep hard.
 
     Example: datadiet report runs/* -m scored.parquet -o report
     """
