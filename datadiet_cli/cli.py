@@ -66,7 +66,8 @@ app = typer.Typer(
     help=(
         "Make training sets smaller without making models worse (Sorscher et al., NeurIPS 2022).\n\n"
         "Every step reads and writes a Parquet manifest, one row per example, so a pruning "
-        "pipeline chains as shell steps: ingest -> score/cluster -> prune -> balance -> train -> evaluate.\n\n"
+        "pipeline chains as shell steps: ingest -> score/cluster -> prune -> balance -> train -> evaluate -> report. "
+        "`theory` computes the paper's analytic model, to size a pruning budget before training.\n\n"
         "Example: datadiet ingest builtin:digits -o digits.parquet && "
         "datadiet prune digits.parquet -o half.parquet --keep random --fraction 0.5"
     ),
