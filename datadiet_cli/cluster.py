@@ -40,11 +40,11 @@ class Engine(str, enum.Enum):
 
 
 # The CPU engine `auto` picks, by benchmarks/bench_cluster.py (docs/cluster.md has the tables): per
-# iteration torch and scikit-learn do the same work (CPU time within 10% from the same seeds), but
-# scikit-learn runs one parallel region per iteration where torch runs several per chunk, so when other
-# processes share the cores torch's threads wait for each other (2-30x slower wall time) and sklearn's barely do.
-# faiss's nearest-centroid search is faster still (up to 2x per iteration); when faiss is installed
-# (`pip install 'datadiet[faiss]'`) it does the assignment step of datadiet's own Lloyd loop.
+# iteration and core scikit-learn needs 0.81-1.29x torch's time from the same seeds, but it runs one
+# parallel region per iteration where torch runs several per chunk, so when other processes share the
+# cores torch's threads wait for each other (2-30x slower wall time) and sklearn's barely do.
+# faiss's nearest-centroid search is up to 1.5x faster per iteration than torch's; when faiss is
+# installed (`pip install 'datadiet[faiss]'`) it does the assignment step of datadiet's own Lloyd loop.
 CPU_ENGINE = Engine.sklearn
 # Floats per chunk (rows x (k + D)): bounds k-means memory independently of N. Big chunks on the CPU too:
 # fewer parallel regions is what keeps torch usable on a busy machine (cache-sized chunks were ~20% faster idle).

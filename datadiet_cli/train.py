@@ -91,8 +91,8 @@ class TrainProgress:
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
-    epochs: int  # epochs of the whole run (the last may be partial under --matched-iterations)
-    steps: int  # SGD steps of the whole run
+    epochs: int  # epochs the run trains (the last may be partial under --matched-iterations; --stop-after ends early)
+    steps: int  # SGD steps those epochs take
     train_loss: float  # last epoch's mean training loss
     train_accuracy: float  # last epoch's training accuracy (on augmented batches), in [0, 1]
     seconds: float  # training time of the epochs run by this call
@@ -257,7 +257,7 @@ def train_run(
     return TrainResult(
         run_dir=run_dir,
         epochs=last_epoch,
-        steps=steps,
+        steps=int(history[-1]["step"]),  # the step count after the last epoch: below the plan under --stop-after
         train_loss=last["train_loss"],
         train_accuracy=last["train_acc"],
         seconds=trained_seconds,

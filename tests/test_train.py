@@ -281,9 +281,9 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny: Manifes
 
 def test_stop_after_is_the_start_of_the_full_schedule_not_a_shorter_one(tiny: Manifest, tmp_path: Path) -> None:
     whole = tiny_config(epochs=3)
-    train_run(tiny, whole, tmp_path / "whole")
+    full_result = train_run(tiny, whole, tmp_path / "whole")
     result = train_run(tiny, dataclasses.replace(whole, stop_after=2), tmp_path / "stopped")
-    assert result.epochs == 2
+    assert result.epochs == 2 and result.steps == full_result.steps * 2 // 3  # 4 steps per epoch here
     full = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     stopped = [json.loads(line) for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()]
     strip = [{k: v for k, v in line.items() if k not in ("seconds", "images_per_s")} for line in full[:2]]
