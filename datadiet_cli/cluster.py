@@ -39,12 +39,13 @@ class Engine(str, enum.Enum):
     faiss = "faiss"
 
 
-# The CPU engine `auto` picks, by benchmarks/bench_cluster.py (docs/cluster.md has the tables): per
-# iteration and core scikit-learn needs 0.81-1.29x torch's time from the same seeds, but it runs one
-# parallel region per iteration where torch runs several per chunk, so when other processes share the
-# cores torch's threads wait for each other (2-30x slower wall time) and sklearn's barely do.
-# faiss's nearest-centroid search is up to 1.5x faster per iteration than torch's; when faiss is
-# installed (`pip install 'datadiet[faiss]'`) it does the assignment step of datadiet's own Lloyd loop.
+# The CPU engine `auto` picks, by benchmarks/bench_cluster.py (docs/cluster.md has the tables). Per core
+# and iteration, from the same seeds: scikit-learn needs 0.65-1.13x torch's time, and `--engine faiss`
+# (faiss's nearest-centroid search inside datadiet's Lloyd loop) 0.61-1.04x, up to 1.2x faster than
+# scikit-learn and on par with it at 200,000 x 128. So faiss when installed (`pip install
+# 'datadiet[faiss]'`), else scikit-learn: it runs one parallel region per iteration where torch runs
+# several per chunk, so when other processes share the cores torch's threads wait for each other
+# (2-30x slower wall time) and sklearn's barely do.
 CPU_ENGINE = Engine.sklearn
 # Floats per chunk (rows x (k + D)): bounds k-means memory independently of N. Big chunks on the CPU too:
 # fewer parallel regions is what keeps torch usable on a busy machine (cache-sized chunks were ~20% faster idle).
@@ -52,6 +53,8 @@ CHUNK_FLOATS_CPU = 1 << 24
 CHUNK_FLOATS_GPU = 1 << 28
 # Below this many centroids the distance GEMM is computed transposed (measured faster on the CPU).
 NARROW_K = 32
+# Rows per faiss search call: faiss's own query block (distance_compute_blas_query_bs).
+FAISS_QUERY_ROWS = 4096
 PROTO_METRIC = "self_supervised_prototype"
 SUP_PROTO_METRIC = "supervised_prototype"
 
@@ -240,17 +243,16 @@ def assign(
         stop = min(start + chunk, len(points))
         rows = points[start:stop]
         if index is not None:
-            found_sq, found = index.search(rows.numpy(), 1)  # (B, 1) squared distances and centroid indices
-            nearest = torch.from_numpy(found[:, 0])
-            squared[start:stop] = torch.from_numpy(found_sq[:, 0]).clamp_min_(0.0)
-        # ||x||^2 is constant per row, so the argmin needs only ||c||^2 - 2 x.c (one GEMM).
-        elif narrow:
-            best, nearest = torch.addmm(centroids_sq[:, None], centroids, rows.T, alpha=-2.0).min(0)
-            squared[start:stop] = (best + points_sq[start:stop]).clamp_min_(0.0)
+            faiss_nearest(index, rows, squared[start:stop], labels[start:stop])
+            nearest = labels[start:stop]
         else:
-            best, nearest = torch.addmm(centroids_sq, rows, centroids.T, alpha=-2.0).min(1)
+            # ||x||^2 is constant per row, so the argmin needs only ||c||^2 - 2 x.c (one GEMM).
+            if narrow:
+                best, nearest = torch.addmm(centroids_sq[:, None], centroids, rows.T, alpha=-2.0).min(0)
+            else:
+                best, nearest = torch.addmm(centroids_sq, rows, centroids.T, alpha=-2.0).min(1)
             squared[start:stop] = (best + points_sq[start:stop]).clamp_min_(0.0)
-        labels[start:stop] = nearest
+            labels[start:stop] = nearest
         if sums is not None and counts is not None:
             if device.type == "cpu":
                 # float32 within a chunk (~10x faster than float64 here), float64 across chunks.
@@ -260,6 +262,25 @@ def assign(
                 sums += (torch.nn.functional.one_hot(nearest, k).to(rows.dtype).T @ rows).double()
             counts += torch.bincount(nearest, minlength=k).double()
     return labels, squared, sums, counts
+
+
+def faiss_nearest(index: Any, rows: torch.Tensor, squared: torch.Tensor, nearest: torch.Tensor) -> None:
+    """faiss's nearest centroid of each row, written into `squared` and `nearest`, FAISS_QUERY_ROWS at a time.
+
+    faiss computes the norms of all the rows it is given before their distances to the centroids. Given
+    one of its own query blocks at a time, that second pass reads the rows from cache, not memory: at
+    200,000 x 128, k=100 this took `--engine faiss` from 1.13-1.15x faiss.Kmeans's time per iteration to
+    1.00-1.03x (benchmarks/bench_cluster.py, one core). The caller keeps its big chunks, so the torch ops
+    (OpenMP regions) between searches stay few: cache-sized chunks throughout were as fast on an idle
+    machine and slower with another job on the cores.
+    """
+    import torch
+
+    for start in range(0, len(rows), FAISS_QUERY_ROWS):
+        stop = min(start + FAISS_QUERY_ROWS, len(rows))
+        found_sq, found = index.search(rows[start:stop].numpy(), 1)  # (B, 1) squared distances, centroid indices
+        nearest[start:stop] = torch.from_numpy(found[:, 0])
+        squared[start:stop] = torch.from_numpy(found_sq[:, 0]).clamp_min_(0.0)
 
 
 def faiss_index(centroids: torch.Tensor) -> Any:

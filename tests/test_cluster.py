@@ -13,6 +13,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
+from datadiet_cli import cluster as cluster_module
 from datadiet_cli.cli import app
 from datadiet_cli.cluster import (
     CPU_ENGINE,
@@ -136,8 +137,18 @@ def test_more_clusters_than_distinct_points_leaves_no_cluster_undefined(engine: 
 
 
 @needs_faiss
-def test_faiss_engine_follows_the_same_lloyd_path_as_torch() -> None:
-    """Same k-means++ centres, same update and stopping rule: only the nearest-centroid search differs."""
+@pytest.mark.parametrize("query_rows, chunk_floats", [(4096, None), (256, 22_000)])
+def test_faiss_engine_follows_the_same_lloyd_path_as_torch(
+    query_rows: int, chunk_floats: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same k-means++ centres, same update and stopping rule: only the nearest-centroid search differs.
+
+    The second case searches 1,000-row chunks in 256-row blocks, the last of each a partial one.
+    """
+    monkeypatch.setattr(cluster_module, "FAISS_QUERY_ROWS", query_rows)
+    if chunk_floats is not None:
+        monkeypatch.setattr(cluster_module, "CHUNK_FLOATS_CPU", chunk_floats)
+        assert cluster_module.chunk_rows(3000, 6 + 16, "cpu") == 1000
     x, _ = make_blobs(n_samples=3000, centers=6, n_features=16, cluster_std=3.0, random_state=1)
     x = x.astype(np.float32)
     torch_result = kmeans(x, 6, ClusterConfig(engine=Engine.torch, seed=3))
