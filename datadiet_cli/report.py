@@ -952,14 +952,17 @@ def summary_markdown(report: Report, config: ReportConfig) -> str:
     return "\n".join(lines)
 
 
+def _heading(title: str, intro: str) -> list[str]:
+    """A summary.md section's title and the paragraph that says how to read it."""
+    return [f"## {title}", "", intro, ""]
+
+
 def _runs_section(report: Report) -> list[str]:
-    lines = [
-        f"## Runs read ({len(report.runs)})",
-        "",
+    lines = _heading(
+        f"Runs read ({len(report.runs)})",
         "Metric, keep policy, fraction and starting size are read from each run's training lineage (docs/report.md). "
         "Accuracies in %.",
-        "",
-    ]
+    )
     rows = [
         (
             f"`{run.run_dir}`",
@@ -982,13 +985,11 @@ def _runs_section(report: Report) -> list[str]:
 
 
 def _fraction_section(report: Report) -> list[str]:
-    lines = [
-        f"## Test error against fraction kept (`{FRACTION_FIGURE}`)",
-        "",
+    lines = _heading(
+        f"Test error against fraction kept (`{FRACTION_FIGURE}`)",
         "Mean ± sample std over the runs of each cell (n runs: seeds). Δ random: this cell's mean error minus "
         "keep=random's at the same fraction, in points (negative = better than random).",
-        "",
-    ]
+    )
     for (setting, start_size), cells in _by_panel(report.cells).items():
         lines += [f"### {setting}, starting from {start_size:,} examples", ""]
         rows = []
@@ -1039,13 +1040,11 @@ def _easy_or_hard_section(report: Report) -> list[str]:
     pairs = easy_hard_pairs(report.cells)
     if not pairs:
         return []
-    lines = [
-        "## Keep easy or keep hard?",
-        "",
+    lines = _heading(
+        "Keep easy or keep hard?",
         "The paper predicts keep easy wins from small starting sets and keep hard from large ones. "
         "Top-1 % (mean ± std over seeds); the difference is easy minus hard, in points.",
-        "",
-    ]
+    )
     rows = [
         (
             easy.setting,
@@ -1126,12 +1125,10 @@ def _correlation_section(report: Report) -> list[str]:
     if report.correlation is None:
         return []
     names, rho, rows = report.correlation
-    lines = [
-        f"## Spearman rank correlation between scores (`{CORRELATION_FIGURE}`)",
-        "",
+    lines = _heading(
+        f"Spearman rank correlation between scores (`{CORRELATION_FIGURE}`)",
         f"On the {rows:,} examples every manifest holds; order from average-linkage clustering on 1 − ρ.",
-        "",
-    ]
+    )
     table_rows = [(name, *(f"{value:.3f}" for value in rho[i])) for i, name in enumerate(names)]
     return lines + _table(("", *names), table_rows)
 
@@ -1139,12 +1136,10 @@ def _correlation_section(report: Report) -> list[str]:
 def _cluster_section(report: Report) -> list[str]:
     if not report.cluster_overlaps:
         return []
-    lines = [
-        f"## k-means clusters against classes (`{CLUSTER_FIGURE}`)",
-        "",
+    lines = _heading(
+        f"k-means clusters against classes (`{CLUSTER_FIGURE}`)",
         "Purity: share of examples in their cluster's majority class. Adjusted Rand index: 0 = chance, 1 = the classes.",
-        "",
-    ]
+    )
     rows = [
         (f"`{overlap.manifest}`", overlap.counts.shape[0], f"{overlap.purity:.3f}", f"{overlap.adjusted_rand:.3f}")
         for overlap in report.cluster_overlaps
@@ -1155,13 +1150,11 @@ def _cluster_section(report: Report) -> list[str]:
 def _balance_section(report: Report, config: ReportConfig) -> list[str]:
     if not report.balance_curves:
         return []
-    lines = [
-        f"## Class balance against fraction kept (`{BALANCE_FIGURE}`)",
-        "",
+    lines = _heading(
+        f"Class balance against fraction kept (`{BALANCE_FIGURE}`)",
         "b = expected min/max size ratio of two random classes (1 = balanced). 'balanced' = after `datadiet balance "
         f"--min-ratio {config.min_ratio:g}`.",
-        "",
-    ]
+    )
     fractions = report.balance_curves[0].fractions
     rows = []
     for curve in report.balance_curves:
