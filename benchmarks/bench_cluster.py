@@ -68,7 +68,7 @@ def interleaved(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str
 def bench_kmeans(repeats: int, iters: int) -> None:
     import torch
 
-    from datadiet_cli.cluster import (
+    from datadiet_cli.cluster.kmeans import (
         ClusterConfig,
         Engine,
         _lloyd_sklearn,
@@ -173,8 +173,8 @@ def bench_kmeans(repeats: int, iters: int) -> None:
 
 def cifar_pixels(rows: int) -> np.ndarray:
     if CIFAR_TREE.is_dir():
-        from datadiet_cli.images import load_images
-        from datadiet_cli.ingest import IngestConfig, ingest_source
+        from datadiet_cli.data.images import load_images
+        from datadiet_cli.data.ingest import IngestConfig, ingest_source
 
         manifest = ingest_source(IngestConfig(source=str(CIFAR_TREE), split=None), None)
         return np.asarray(load_images(manifest.take(np.arange(rows))))
@@ -184,7 +184,7 @@ def cifar_pixels(rows: int) -> np.ndarray:
 def bench_embed(repeats: int, rows: int, batch: int) -> None:
     import torch
 
-    from datadiet_cli.embed import embed_pixels, load_encoder
+    from datadiet_cli.cluster.embed import embed_pixels, load_encoder
 
     if not ENCODER.is_file():
         print(f"\n## embed: skipped ({ENCODER} is absent)")
@@ -222,8 +222,8 @@ def bench_cifar(out: Path, image_size: int, k: int | None) -> None:
     from scipy.stats import spearmanr
     from sklearn.metrics import adjusted_rand_score
 
-    from datadiet_cli.images import load_images
-    from datadiet_cli.manifest import read_manifest
+    from datadiet_cli.data.images import load_images
+    from datadiet_cli.io.manifest import read_manifest
 
     if not (ENCODER.is_file() and CIFAR_TREE.is_dir()):
         print(f"\n## cifar: skipped (needs {ENCODER} and {CIFAR_TREE})")
@@ -275,7 +275,7 @@ def bench_cifar(out: Path, image_size: int, k: int | None) -> None:
     print("\nPer example, how well each score ranks the probe's mistakes above its hits (ROC AUC; 0.5 = no signal):")
     print("| distance | k | ARI | AUC proto_dist | AUC sup_proto_dist | Spearman(proto, sup) | k-means s |")
     print("|---|---|---|---|---|---|---|")
-    from datadiet_cli.cluster import ClusterConfig, class_prototype_distances, kmeans
+    from datadiet_cli.cluster.kmeans import ClusterConfig, class_prototype_distances, kmeans
 
     for spherical in (False, True):
         supervised = class_prototype_distances(embeddings, labels, spherical)
@@ -294,8 +294,8 @@ def bench_cifar(out: Path, image_size: int, k: int | None) -> None:
 
 
 def saved_matrix(path: Path, manifest: object) -> np.ndarray:
-    from datadiet_cli.embed import align_to_manifest
-    from datadiet_cli.manifest import read_embeddings
+    from datadiet_cli.cluster.embed import align_to_manifest
+    from datadiet_cli.io.tables import read_embeddings
 
     ids, matrix, _ = read_embeddings(path)
     return align_to_manifest(manifest, ids, matrix, str(path))  # type: ignore[arg-type]

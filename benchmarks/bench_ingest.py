@@ -27,8 +27,8 @@ from PIL import Image
 from timing import best_of
 
 from datadiet_cli import __version__
-from datadiet_cli.images import load_images
-from datadiet_cli.ingest import IMG_EXTENSIONS, IngestConfig, ingest_source
+from datadiet_cli.data.images import load_images
+from datadiet_cli.data.ingest import IMG_EXTENSIONS, IngestConfig, ingest_source
 
 
 def walk_listing(tree: Path) -> list[str]:

@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from timing import best_of
 
-from datadiet_cli.balance import BalanceConfig, balance_indices, balance_manifest, kept_mask
-from datadiet_cli.manifest import new_manifest, read_manifest, write_manifest
-from datadiet_cli.prune import Keep, PruneConfig, prune_manifest, selection_priority
+from datadiet_cli.io.manifest import new_manifest, read_manifest, write_manifest
+from datadiet_cli.select.balance import BalanceConfig, balance_indices, balance_manifest, kept_mask
+from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest, selection_priority
 
 
 def build_manifest(rows: int, classes: int, path: Path) -> None:

@@ -41,13 +41,13 @@ import torchvision
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from datadiet_cli.evaluate import evaluate_run, predict
-from datadiet_cli.images import load_images
-from datadiet_cli.ingest import IngestConfig, Split, ingest_source
-from datadiet_cli.manifest import Manifest, read_manifest, write_manifest
-from datadiet_cli.recipes import TrainConfig, recipe_with
-from datadiet_cli.score import GrandMode, Metric, ScoreConfig, score_manifest, training_membership
-from datadiet_cli.train import train_run
+from datadiet_cli.data.images import load_images
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
+from datadiet_cli.io.manifest import Manifest, read_manifest, write_manifest
+from datadiet_cli.score.scoring import GrandMode, Metric, ScoreConfig, score_manifest, training_membership
+from datadiet_cli.train.evaluate import evaluate_run, predict
+from datadiet_cli.train.loop import train_run
+from datadiet_cli.train.recipes import TrainConfig, recipe_with
 
 CIFAR_ROOT = Path.home() / ".cache" / "datadiet" / "cifar10"
 # The metrics scored from the K shared probes (memorization needs its own subset probes).

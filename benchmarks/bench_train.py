@@ -33,15 +33,15 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from datadiet_cli.data.images import load_images
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.device import select_device
-from datadiet_cli.evaluate import evaluate_run
-from datadiet_cli.images import load_images
-from datadiet_cli.ingest import IngestConfig, Split, ingest_source
-from datadiet_cli.manifest import Manifest, read_manifest, write_manifest
-from datadiet_cli.models import build_model
-from datadiet_cli.prune import Keep, PruneConfig, prune_manifest
-from datadiet_cli.recipes import Precision, TrainConfig, base_learning_rate, recipe_with
-from datadiet_cli.train import train_run, use_bf16
+from datadiet_cli.io.manifest import Manifest, read_manifest, write_manifest
+from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest
+from datadiet_cli.train.evaluate import evaluate_run
+from datadiet_cli.train.loop import train_run, use_bf16
+from datadiet_cli.train.models import build_model
+from datadiet_cli.train.recipes import Precision, TrainConfig, base_learning_rate, recipe_with
 
 CIFAR_ROOT = Path.home() / ".cache" / "datadiet" / "cifar10"
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from datadiet_cli.balance import (
+from datadiet_cli.cli import app
+from datadiet_cli.io.manifest import Manifest, new_manifest, read_manifest, write_manifest
+from datadiet_cli.select.balance import (
     BalanceConfig,
     Group,
     balance,
@@ -20,9 +22,7 @@ from datadiet_cli.balance import (
     balance_score,
     dense_group_numbers,
 )
-from datadiet_cli.cli import app
-from datadiet_cli.manifest import Manifest, new_manifest, read_manifest, write_manifest
-from datadiet_cli.prune import Keep, PruneConfig, keep_count, prune_manifest, select, selection_priority
+from datadiet_cli.select.prune import Keep, PruneConfig, keep_count, prune_manifest, select, selection_priority
 
 runner = CliRunner()
 

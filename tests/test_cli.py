@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from datadiet_cli import __version__
 from datadiet_cli.cli import app
-from datadiet_cli.manifest import read_manifest
+from datadiet_cli.io.manifest import read_manifest
 
 runner = CliRunner()
 COMMANDS = sorted(command.name for command in typer.main.get_group(app).commands.values())

@@ -13,9 +13,9 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
-from datadiet_cli import cluster as cluster_module
 from datadiet_cli.cli import app
-from datadiet_cli.cluster import (
+from datadiet_cli.cluster import kmeans as cluster_module
+from datadiet_cli.cluster.kmeans import (
     CPU_ENGINE,
     ClusterConfig,
     Embeddings,
@@ -30,7 +30,8 @@ from datadiet_cli.cluster import (
     standardise,
 )
 from datadiet_cli.errors import DatadietError, OptionError
-from datadiet_cli.manifest import new_manifest, read_embeddings, read_manifest, write_embeddings, write_manifest
+from datadiet_cli.io.manifest import new_manifest, read_manifest, write_manifest
+from datadiet_cli.io.tables import read_embeddings, write_embeddings
 
 runner = CliRunner()
 DATASET = {"kind": "builtin", "name": "toy", "root": None, "classes": ["a", "b", "c", "d"], "split": None,

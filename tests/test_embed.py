@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
-from datadiet_cli.embed import (
+from datadiet_cli.cluster.embed import (
     Encoder,
     accepted_sizes,
     align_to_manifest,
@@ -26,7 +26,8 @@ from datadiet_cli.embed import (
     torchvision_encoder,
 )
 from datadiet_cli.errors import DatadietError, OptionError
-from datadiet_cli.manifest import new_manifest, read_embeddings, read_manifest
+from datadiet_cli.io.manifest import new_manifest, read_manifest
+from datadiet_cli.io.tables import read_embeddings
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -287,7 +288,7 @@ def test_cifar10_sample_with_the_shared_efficientnet(tmp_path: Path, cifar10_roo
     labels = listed.labels()
     rows = np.sort(np.concatenate([np.flatnonzero(labels == c)[:30] for c in range(10)]))  # 300 images
     sample = tmp_path / "sample.parquet"
-    from datadiet_cli.manifest import write_manifest
+    from datadiet_cli.io.manifest import write_manifest
 
     write_manifest(listed.take(rows), sample)
     out = tmp_path / "clustered.parquet"
@@ -318,7 +319,7 @@ def test_images_of_varying_sizes_are_streamed(tmp_path: Path, tiny_program: Path
 
 
 def test_pixels_encoder_is_the_flattened_rgb_at_native_size() -> None:
-    from datadiet_cli.embed import check_encoder
+    from datadiet_cli.cluster.embed import check_encoder
 
     pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3, 1) * 10
     encoder = load_encoder("pixels", None, CPU)

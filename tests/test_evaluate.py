@@ -14,13 +14,14 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from datadiet_cli import evaluate
 from datadiet_cli.cli import app
-from datadiet_cli.evaluate import classification_metrics, evaluate_run
-from datadiet_cli.ingest import IngestConfig, Split, ingest_source
-from datadiet_cli.manifest import read_manifest, read_table, write_manifest
-from datadiet_cli.recipes import Precision, TrainConfig, recipe_with
-from datadiet_cli.train import train_run
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
+from datadiet_cli.io.manifest import read_manifest, write_manifest
+from datadiet_cli.io.tables import read_table
+from datadiet_cli.train import evaluate
+from datadiet_cli.train.evaluate import classification_metrics, evaluate_run
+from datadiet_cli.train.loop import train_run
+from datadiet_cli.train.recipes import Precision, TrainConfig, recipe_with
 
 runner = CliRunner()
 CLASSES = ("ant", "bee", "cow")

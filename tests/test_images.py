@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datadiet_cli import images
+from datadiet_cli.data import images
+from datadiet_cli.data.images import dataset_root, load_images, open_image
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.errors import DatasetError
-from datadiet_cli.images import dataset_root, load_images, open_image
-from datadiet_cli.ingest import IngestConfig, Split, ingest_source
-from datadiet_cli.manifest import new_manifest, read_manifest, write_manifest
+from datadiet_cli.io.manifest import new_manifest, read_manifest, write_manifest
 
 RGB_FILES = {"cat/0.png": (4, 6, 3), "cat/1.png": (4, 6, 3), "dog/0.png": (4, 6, 3)}
 

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
+from datadiet_cli.data.images import digits_to_uint8, load_images
+from datadiet_cli.data.ingest import IMG_EXTENSIONS, IngestConfig, Split, digits_split, ingest_source, sample_per_class
 from datadiet_cli.errors import DatasetError, OptionError
-from datadiet_cli.images import digits_to_uint8, load_images
-from datadiet_cli.ingest import IMG_EXTENSIONS, IngestConfig, Split, digits_split, ingest_source, sample_per_class
-from datadiet_cli.manifest import read_manifest
+from datadiet_cli.io.manifest import read_manifest
 
 runner = CliRunner()
 SMALL = (6, 5, 3)  # H, W, C of most test images

@@ -11,17 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from datadiet_cli.errors import ColumnError, ManifestError, OptionError
-from datadiet_cli.manifest import (
-    HIGHER_IS_HARDER,
-    LineageStep,
-    atomic_path,
-    check_output,
-    file_digest,
-    new_manifest,
-    read_json_metadata,
-    read_manifest,
-    write_manifest,
-)
+from datadiet_cli.io.files import atomic_path, check_output, file_digest
+from datadiet_cli.io.lineage import LineageStep
+from datadiet_cli.io.manifest import HIGHER_IS_HARDER, new_manifest, read_json_metadata, read_manifest, write_manifest
 
 
 def toy(n: int = 5):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from datadiet_cli.errors import DatadietError
-from datadiet_cli.metrics import ddd, el2n, forgetting, memorization, random_scores, uncertainty
+from datadiet_cli.score.metrics import ddd, el2n, forgetting, memorization, random_scores, uncertainty
 
 # Two probes, three examples, two classes.
 PROBS = np.array(

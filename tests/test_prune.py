@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
 from datadiet_cli.errors import OptionError
-from datadiet_cli.manifest import Manifest, new_manifest, read_manifest, write_manifest
-from datadiet_cli.prune import Keep, PruneConfig, full_size, keep_count, prune_manifest, select
+from datadiet_cli.io.manifest import Manifest, new_manifest, read_manifest, write_manifest
+from datadiet_cli.select.prune import Keep, PruneConfig, full_size, keep_count, prune_manifest, select
 
 runner = CliRunner()
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
 from datadiet_cli.errors import OptionError
-from datadiet_cli.manifest import new_manifest, write_manifest
-from datadiet_cli.report import (
+from datadiet_cli.io.manifest import new_manifest, write_manifest
+from datadiet_cli.report.build import (
     UNPRUNED,
     Policy,
     ReportConfig,
@@ -450,7 +450,7 @@ def test_no_runs_is_a_one_line_usage_error(tmp_path: Path) -> None:
 
 def test_manifest_figures_say_what_they_could_not_draw(tmp_path: Path) -> None:
     """Six labeled rows without image paths, and an unlabeled copy: what can be drawn is, the rest is a note."""
-    from datadiet_cli.manifest import write_manifest
+    from datadiet_cli.io.manifest import write_manifest
 
     labeled = toy_manifest({"el2n": np.array([0.1, 0.5, 0.3, 0.9, 0.2, 0.4]), "memo": np.arange(6.0)})
     unlabeled = new_manifest([f"r{i}" for i in range(6)], None, {"classes": []}).with_score(

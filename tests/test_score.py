@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
-from datadiet_cli.evaluate import predict
-from datadiet_cli.grand import exact_gradient_norms, last_layer_gradient_norms
-from datadiet_cli.ingest import IngestConfig, Split, ingest_source
-from datadiet_cli.manifest import read_manifest, write_manifest
-from datadiet_cli.metrics import el2n
-from datadiet_cli.models import build_model
-from datadiet_cli.recipes import RECIPES
-from datadiet_cli.score import Metric, ScoreConfig, probe_jobs
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
+from datadiet_cli.io.manifest import read_manifest, write_manifest
+from datadiet_cli.score.grand import exact_gradient_norms, last_layer_gradient_norms
+from datadiet_cli.score.metrics import el2n
+from datadiet_cli.score.scoring import Metric, ScoreConfig, probe_jobs
+from datadiet_cli.train.evaluate import predict
+from datadiet_cli.train.models import build_model
+from datadiet_cli.train.recipes import RECIPES
 
 runner = CliRunner()
 PROBE_ARGS = ["--probes", "2", "--probe-epochs", "1", "--recipe", "fast", "--device", "cpu", "--quiet"]

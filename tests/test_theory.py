@@ -13,10 +13,10 @@ from scipy.integrate import quad
 from scipy.special import ndtr
 from typer.testing import CliRunner
 
-from datadiet_cli import theory
 from datadiet_cli.cli import app
 from datadiet_cli.errors import OptionError
-from datadiet_cli.theory import Policy, SimulationConfig, SolverError
+from datadiet_cli.theory import model as theory
+from datadiet_cli.theory.model import Policy, SimulationConfig, SolverError
 
 runner = CliRunner()
 

@@ -16,14 +16,15 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from datadiet_cli.batches import crop_flip, epoch_order, id_hashes, pack_pixels, split_batches, unpack_pixels
 from datadiet_cli.cli import app
+from datadiet_cli.data.batches import crop_flip, epoch_order, id_hashes, pack_pixels, split_batches, unpack_pixels
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.errors import ColumnError, OptionError
-from datadiet_cli.ingest import IngestConfig, Split, ingest_source
-from datadiet_cli.manifest import Manifest, write_manifest
-from datadiet_cli.models import build_model
-from datadiet_cli.prune import Keep, PruneConfig, prune_manifest
-from datadiet_cli.recipes import (
+from datadiet_cli.io.manifest import Manifest, write_manifest
+from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest
+from datadiet_cli.train.loop import CHECKPOINT_FILE, TrainProgress, dynamics_matrix, read_dynamics, train_run
+from datadiet_cli.train.models import build_model
+from datadiet_cli.train.recipes import (
     RECIPES,
     Augment,
     Precision,
@@ -33,13 +34,6 @@ from datadiet_cli.recipes import (
     parse_milestones,
     recipe_with,
     total_steps,
-)
-from datadiet_cli.train import (
-    CHECKPOINT_FILE,
-    TrainProgress,
-    dynamics_matrix,
-    read_dynamics,
-    train_run,
 )
 
 runner = CliRunner()
@@ -70,7 +64,7 @@ def tiny(tiny_root: Path, tmp_path: Path) -> Manifest:
     """60 training images (3 classes x 20), written to tmp_path/train.parquet."""
     manifest = ingest_source(IngestConfig(source=str(tiny_root), split=Split.train))
     write_manifest(manifest, tmp_path / "train.parquet")
-    from datadiet_cli.manifest import read_manifest
+    from datadiet_cli.io.manifest import read_manifest
 
     return read_manifest(tmp_path / "train.parquet")
 
@@ -342,7 +336,7 @@ def test_dynamics_have_one_row_per_example_epoch_and_source(tiny: Manifest, tmp_
 
 
 def test_eval_dynamics_match_a_forward_pass_of_the_final_model(tiny: Manifest, tmp_path: Path) -> None:
-    from datadiet_cli.evaluate import predict
+    from datadiet_cli.train.evaluate import predict
 
     train_run(tiny, tiny_config(record_dynamics=True), tmp_path / "run")
     dynamics = read_dynamics(tmp_path / "run")
@@ -366,7 +360,7 @@ def test_train_dynamics_are_measured_before_the_update_on_the_training_batch(tin
     settings = json.loads((tmp_path / "run" / "config.json").read_text())
     torch.manual_seed(config.seed)
     model = build_model("smallcnn", 3, 3, 8).train()
-    from datadiet_cli.images import load_images
+    from datadiet_cli.data.images import load_images
 
     first_batch = split_batches(epoch_order(id_hashes(tiny.ids()), config.seed, 1), 4)[0]
     pixels = torch.from_numpy(np.array(load_images(tiny)[first_batch])).permute(0, 3, 1, 2).float() / 255
@@ -417,7 +411,7 @@ def test_train_command_errors_are_one_line(tiny: Manifest, tmp_path: Path) -> No
 
 
 def test_images_of_varying_size_stream_through_workers(tmp_path: Path) -> None:
-    from datadiet_cli.evaluate import evaluate_run
+    from datadiet_cli.train.evaluate import evaluate_run
 
     rng = np.random.default_rng(0)
     for split in ("train", "test"):

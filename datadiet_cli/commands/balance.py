@@ -6,9 +6,10 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.balance import BalanceConfig, Group, balance_manifest, recorded_full_path
-from datadiet_cli.manifest import check_output, read_manifest, write_manifest
+from datadiet_cli.io.files import check_output
+from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.options import InputManifest, OutputManifest, Quiet
+from datadiet_cli.select.balance import BalanceConfig, Group, balance_manifest, recorded_full_path
 
 
 def balance(

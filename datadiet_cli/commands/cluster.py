@@ -6,9 +6,11 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.cluster import ClusterConfig, Engine, cluster_manifest, kmeans_device, validate_config
+from datadiet_cli.cluster.kmeans import ClusterConfig, Engine, cluster_manifest, kmeans_device, validate_config
 from datadiet_cli.errors import OptionError
-from datadiet_cli.manifest import check_output, read_manifest, write_embeddings, write_manifest
+from datadiet_cli.io.files import check_output
+from datadiet_cli.io.manifest import read_manifest, write_manifest
+from datadiet_cli.io.tables import write_embeddings
 from datadiet_cli.options import Device, DeviceOption, InputManifest, OutputManifest, Quiet, RootOption, Seed
 
 
@@ -108,7 +110,7 @@ def cluster(
     validate_config(source, config, n_sources)
     if save_embeddings is not None and n_sources != 1:
         raise OptionError(f"--save-embeddings writes one source's embeddings; {n_sources} were given")
-    from datadiet_cli.embed import EmbedConfig, embedding_sources
+    from datadiet_cli.cluster.embed import EmbedConfig, embedding_sources
 
     embed_config = EmbedConfig(image_size=image_size, batch_size=batch_size, device=device.value)
     sources = embedding_sources(source, encoder or [], weights or [], embeddings or [], embedding_ids, embed_config,

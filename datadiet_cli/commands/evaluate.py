@@ -41,8 +41,8 @@ def evaluate(
 
     Example: datadiet evaluate runs/kept test.parquet --predictions runs/kept/test-predictions.parquet
     """
-    from datadiet_cli.evaluate import evaluate_run
-    from datadiet_cli.manifest import read_manifest
+    from datadiet_cli.io.manifest import read_manifest
+    from datadiet_cli.train.evaluate import evaluate_run
 
     manifest = read_manifest(test_manifest)
     with console.progress_bar("evaluate", quiet, unit="images") as progress:

@@ -5,8 +5,9 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.ingest import IngestConfig, Split, ingest_source, locate_source
-from datadiet_cli.manifest import check_output, write_manifest
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source, locate_source
+from datadiet_cli.io.files import check_output
+from datadiet_cli.io.manifest import write_manifest
 from datadiet_cli.options import OutputManifest, Quiet, Seed
 
 

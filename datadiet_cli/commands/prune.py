@@ -5,9 +5,10 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.manifest import check_output, read_manifest, write_manifest
+from datadiet_cli.io.files import check_output
+from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.options import InputManifest, OutputManifest, Quiet, Seed
-from datadiet_cli.prune import Keep, PruneConfig, prune_manifest
+from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest
 
 
 def prune(

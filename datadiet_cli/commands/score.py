@@ -6,10 +6,11 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.manifest import check_output, read_manifest, write_manifest
+from datadiet_cli.io.files import check_output
+from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.options import Device, DeviceOption, InputManifest, OutputManifest, Quiet, Seed
-from datadiet_cli.recipes import Augment
-from datadiet_cli.score import GrandMode, Metric, ProbeSchedule, ScoreConfig, score_manifest
+from datadiet_cli.score.scoring import GrandMode, Metric, ProbeSchedule, ScoreConfig, score_manifest
+from datadiet_cli.train.recipes import Augment
 
 
 def score(

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from datadiet_cli import console
-from datadiet_cli import theory as core
-from datadiet_cli.manifest import to_jsonable
+from datadiet_cli.io.files import to_jsonable
 from datadiet_cli.options import Quiet, Seed
-from datadiet_cli.theory import Policy
+from datadiet_cli.theory import model as core
+from datadiet_cli.theory.model import Policy
 
 app = typer.Typer(
     name="theory",

@@ -9,7 +9,7 @@ import typer
 
 from datadiet_cli import console
 from datadiet_cli.options import DeviceOption, InputManifest, Quiet, RootOption, Seed
-from datadiet_cli.recipes import (
+from datadiet_cli.train.recipes import (
     RECIPES,
     Augment,
     Precision,
@@ -114,8 +114,8 @@ def train(
 
     Example: datadiet train kept.parquet -o runs/kept --recipe fast && datadiet evaluate runs/kept test.parquet
     """
-    from datadiet_cli.manifest import read_manifest
-    from datadiet_cli.train import train_run
+    from datadiet_cli.io.manifest import read_manifest
+    from datadiet_cli.train.loop import train_run
 
     overrides = dict(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov)
     overrides |= dict(weight_decay=weight_decay, milestones=parse_milestones(milestones), gamma=gamma, warmup=warmup)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from datadiet_cli.manifest import Manifest
+from datadiet_cli.io.manifest import Manifest
 
 
 def exact_gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -57,9 +57,9 @@ def per_example_gradient_norms(
     run_dir: Path, manifest: Manifest, mode: str, device: str, pixels: np.ndarray | None, batch_size: int = 64
 ) -> np.ndarray:
     """(N,) GraNd of every row of `manifest` under the run's trained weights."""
-    from datadiet_cli.batches import split_batches
-    from datadiet_cli.evaluate import model_and_data
-    from datadiet_cli.recipes import Augment, steps_per_epoch
+    from datadiet_cli.data.batches import split_batches
+    from datadiet_cli.train.evaluate import model_and_data
+    from datadiet_cli.train.recipes import Augment, steps_per_epoch
 
     model, data, _ = model_and_data(run_dir, manifest, device=device, pixels=pixels)  # fp32: gradients need it
     norms_of = exact_gradient_norms if mode == "exact" else last_layer_gradient_norms

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datadiet_cli import images
-from datadiet_cli.cluster import Embeddings
+from datadiet_cli.cluster.kmeans import Embeddings
+from datadiet_cli.data import images
 from datadiet_cli.errors import DatadietError, OptionError
-from datadiet_cli.manifest import Manifest, file_digest, read_embeddings, read_manifest
+from datadiet_cli.io.files import file_digest
+from datadiet_cli.io.manifest import Manifest, read_manifest
+from datadiet_cli.io.tables import read_embeddings
 
 if TYPE_CHECKING:
     import torch

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datadiet_cli import images
+from datadiet_cli.data import images
 from datadiet_cli.errors import DatasetError
-from datadiet_cli.manifest import Manifest
-from datadiet_cli.models import SMALL_IMAGE_MAX_SIDE
-from datadiet_cli.recipes import Augment, Recipe
+from datadiet_cli.io.manifest import Manifest
+from datadiet_cli.train.models import SMALL_IMAGE_MAX_SIDE
+from datadiet_cli.train.recipes import Augment, Recipe
 
 # Images per streamed sample used to estimate the normalisation of large-image datasets.
 NORMALISATION_SAMPLE = 256

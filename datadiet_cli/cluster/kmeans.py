@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 from datadiet_cli.errors import DatadietError, OptionError
-from datadiet_cli.manifest import LineageStep, Manifest
+from datadiet_cli.io.lineage import LineageStep
+from datadiet_cli.io.manifest import Manifest
 
 if TYPE_CHECKING:
     import torch

@@ -30,10 +30,11 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
-from datadiet_cli import images
+from datadiet_cli.data import images
+from datadiet_cli.data.images import ProgressCallback
 from datadiet_cli.errors import DatasetError, OptionError
-from datadiet_cli.images import ProgressCallback
-from datadiet_cli.manifest import LineageStep, Manifest, new_manifest
+from datadiet_cli.io.lineage import LineageStep
+from datadiet_cli.io.manifest import Manifest, new_manifest
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, copied so listing a tree does not import torchvision.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

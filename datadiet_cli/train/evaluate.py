@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datadiet_cli.batches import ImageData, load_data
+from datadiet_cli.data.batches import ImageData, load_data
 from datadiet_cli.device import select_device
 from datadiet_cli.errors import DatasetError, ManifestError
-from datadiet_cli.manifest import Manifest, atomic_path, describe_file, write_table
-from datadiet_cli.recipes import Precision, recipe_from_json
-from datadiet_cli.train import load_trained_model, normalisation_of, predict_batches, read_run_config, use_bf16
+from datadiet_cli.io.files import atomic_path, describe_file
+from datadiet_cli.io.manifest import Manifest
+from datadiet_cli.io.tables import write_table
+from datadiet_cli.train.loop import load_trained_model, normalisation_of, predict_batches, read_run_config, use_bf16
+from datadiet_cli.train.recipes import Precision, recipe_from_json
 
 EVAL_FILE = "eval.json"
 TOP_K = 5

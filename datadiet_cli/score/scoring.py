@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from datadiet_cli import metrics
 from datadiet_cli.errors import DatadietError, OptionError
-from datadiet_cli.manifest import LineageStep, Manifest, file_digest, read_manifest, write_manifest
-from datadiet_cli.recipes import Augment
+from datadiet_cli.io.files import file_digest
+from datadiet_cli.io.lineage import LineageStep
+from datadiet_cli.io.manifest import Manifest, read_manifest, write_manifest
+from datadiet_cli.score import metrics
+from datadiet_cli.train.recipes import Augment
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -131,7 +133,7 @@ def check_config(config: ScoreConfig, from_runs: Sequence[Path]) -> None:
     if config.jobs < 1:
         raise OptionError(f"--jobs {config.jobs} must be at least 1")
     if config.probe_schedule is ProbeSchedule.truncated and config.metric is not Metric.random:
-        from datadiet_cli.recipes import recipe_with
+        from datadiet_cli.train.recipes import recipe_with
 
         planned = recipe_with(config.recipe).epochs
         if config.probe_epochs > planned:
@@ -146,7 +148,7 @@ def check_config(config: ScoreConfig, from_runs: Sequence[Path]) -> None:
 
 def _pixels_or_none(manifest: Manifest) -> np.ndarray | None:
     """Decode small images once for all probes (large images stream in every probe instead)."""
-    from datadiet_cli import batches, images
+    from datadiet_cli.data import batches, images
 
     return images.load_images(manifest) if batches.is_small(manifest) else None
 
@@ -225,8 +227,8 @@ def train_probes(
 def _train_probe(manifest: Manifest, config: ScoreConfig, job: ProbeJob, pixels: np.ndarray | None) -> Path:
     import torch
 
-    from datadiet_cli.recipes import TrainConfig, recipe_with
-    from datadiet_cli.train import train_run
+    from datadiet_cli.train.loop import train_run
+    from datadiet_cli.train.recipes import TrainConfig, recipe_with
 
     if job.threads and torch.get_num_threads() > job.threads:
         torch.set_num_threads(job.threads)
@@ -286,14 +288,14 @@ def measure(
 
 
 def probabilities(manifest: Manifest, run: Path, config: ScoreConfig, pixels: np.ndarray | None) -> np.ndarray:
-    from datadiet_cli.evaluate import predict
+    from datadiet_cli.train.evaluate import predict
 
     return predict(run, manifest, device=config.device, pixels=pixels).probs.astype(np.float64)
 
 
 def training_correctness(manifest: Manifest, run: Path) -> np.ndarray:
     """(T, N) bool: was each example classified correctly when trained on, epoch by epoch."""
-    from datadiet_cli.train import dynamics_matrix, read_dynamics
+    from datadiet_cli.train.loop import dynamics_matrix, read_dynamics
 
     _, correct = dynamics_matrix(read_dynamics(run), manifest.ids(), "correct", "train")  # (T, N), NaN = unseen
     unseen = np.isnan(correct).all(axis=0)
@@ -308,7 +310,7 @@ def training_correctness(manifest: Manifest, run: Path) -> np.ndarray:
 
 def training_membership(manifest: Manifest, run: Path) -> np.ndarray:
     """(N,) bool: which examples were in the probe's training set (from its recorded manifest)."""
-    from datadiet_cli.train import read_run_config
+    from datadiet_cli.train.loop import read_run_config
 
     recorded = read_run_config(run)["manifest"]
     path = recorded.get("path")
@@ -322,6 +324,6 @@ def training_membership(manifest: Manifest, run: Path) -> np.ndarray:
 
 def gradient_norms(manifest: Manifest, run: Path, config: ScoreConfig, pixels: np.ndarray | None) -> np.ndarray:
     """(N,) per-example ||d loss / d parameters||_2 under the probe's weights (GraNd)."""
-    from datadiet_cli.grand import per_example_gradient_norms
+    from datadiet_cli.score.grand import per_example_gradient_norms
 
     return per_example_gradient_norms(run, manifest, config.grand_mode.value, config.device, pixels)

@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from datadiet_cli.errors import DatasetError
-from datadiet_cli.manifest import Manifest, atomic_path
+from datadiet_cli.io.files import atomic_path
+from datadiet_cli.io.manifest import Manifest
 
 ProgressCallback = Callable[[int, int], None]
 

@@ -39,7 +39,8 @@ import numpy as np
 
 from datadiet_cli import __version__
 from datadiet_cli.errors import ColumnError, DatadietError, OptionError
-from datadiet_cli.manifest import Manifest, file_digest, read_manifest
+from datadiet_cli.io.files import file_digest
+from datadiet_cli.io.manifest import Manifest, read_manifest
 
 EVAL_FILE = "eval.json"
 CONFIG_FILE = "config.json"
@@ -592,8 +593,8 @@ def balance_curve(
     scores: np.ndarray, labels: np.ndarray, keep: str, fractions: Sequence[float], min_ratio: float, seed: int
 ) -> tuple[list[float], list[float]]:
     """Class balance b of the subset `prune` keeps at each fraction, and after `balance` (Fig. 20)."""
-    from datadiet_cli.balance import balance, balance_score
-    from datadiet_cli.prune import Keep, PruneConfig, keep_count, select, selection_priority
+    from datadiet_cli.select.balance import balance, balance_score
+    from datadiet_cli.select.prune import Keep, PruneConfig, keep_count, select, selection_priority
 
     class_sizes_full = np.bincount(labels)
     present = class_sizes_full > 0
@@ -614,7 +615,7 @@ def class_extremes(
     scores: np.ndarray, labels: np.ndarray, label: int, per_side: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of the easiest (lowest score first) and hardest (highest first) examples of one class."""
-    from datadiet_cli.prune import rank_easy_to_hard
+    from datadiet_cli.select.prune import rank_easy_to_hard
 
     rows = np.flatnonzero(labels == label)
     ranked = rows[rank_easy_to_hard(scores[rows], seed)]
@@ -829,7 +830,7 @@ def thumbnail_rows(
     """
     from PIL import Image
 
-    from datadiet_cli.images import open_image
+    from datadiet_cli.data.images import open_image
 
     def rgb(row: int) -> np.ndarray:
         image = open_image(manifest, int(row)).convert("RGB")

@@ -1,6 +1,6 @@
 """The Parquet manifest: the one file format every datadiet step reads and writes.
 
-This is the only module that touches Parquet. A manifest is one row per example with a
+This module alone reads and writes manifests. A manifest is one row per example with a
 stable string `id`, an int64 `label` (null for unlabeled data), optional `path`/`split`,
 float64 score columns oriented higher = harder, and a JSON document under the schema
 metadata key `datadiet` that describes the dataset, every score column and the lineage
@@ -11,15 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime as dt
-import enum
-import hashlib
 import json
-import os
-import shlex
-import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from datadiet_cli import __version__
-from datadiet_cli.errors import ColumnError, ManifestError, OptionError
+from datadiet_cli.errors import ColumnError, ManifestError
+from datadiet_cli.io.files import atomic_path, to_jsonable
+from datadiet_cli.io.lineage import LineageStep
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"datadiet"
 HIGHER_IS_HARDER = "higher_is_harder"
-# Columns whose meaning the contract fixes; everything else is carried through untouched.
-RESERVED_COLUMNS = ("id", "label", "path", "split", "cluster")
 
 
 def empty_metadata() -> dict[str, Any]:
@@ -156,67 +149,6 @@ class Manifest:
         return [s for s in steps if command is None or s.get("command") == command]
 
 
-# -- lineage ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LineageStep:
-    """One entry of a manifest's lineage list: what ran, with what, on which inputs."""
-
-    command: str  # the subcommand, e.g. "prune"
-    options: Mapping[str, Any]  # the step's config dataclass, as JSON
-    inputs: Sequence[Path] = ()  # files the step read; each is recorded with its digest
-    stats: Mapping[str, Any] = field(default_factory=dict)  # what the step measured (sizes, b, ...)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "command": self.command,
-            "argv": shlex.join(["datadiet", *sys.argv[1:]]) if _invoked_as_cli() else None,
-            "options": to_jsonable(self.options),
-            "version": __version__,
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "inputs": [describe_file(p) for p in self.inputs],
-            "stats": to_jsonable(self.stats),
-        }
-
-
-def _invoked_as_cli() -> bool:
-    return Path(sys.argv[0]).name in {"datadiet", "__main__.py"}
-
-
-def describe_file(path: Path) -> dict[str, Any]:
-    """Absolute path, sha256 and size of a file, so a later step can check it is unchanged."""
-    path = Path(path)
-    return {"path": str(path.resolve()), "sha256": file_digest(path), "bytes": path.stat().st_size}
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def to_jsonable(value: Any) -> Any:
-    """Config dataclasses, enums, paths and numpy scalars as plain JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 # -- reading ------------------------------------------------------------------------------
 
 
@@ -291,31 +223,6 @@ def validate(manifest: Manifest) -> Manifest:
 # -- writing ------------------------------------------------------------------------------
 
 
-@contextmanager
-def atomic_path(target: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        yield temporary
-        os.replace(temporary, target)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-def check_output(output: Path | str, *inputs: Path | str) -> Path:
-    """Refuse an output path that would overwrite one of the step's inputs."""
-    output = Path(output)
-    for source in inputs:
-        if Path(source).resolve() == output.resolve():
-            raise OptionError(f"{output}: the output would overwrite the input; choose another -o path")
-    if output.is_dir():
-        raise OptionError(f"{output}: is a directory; -o takes a .parquet file path")
-    return output
-
-
 def write_manifest(manifest: Manifest, path: Path | str) -> Path:
     """Write atomically (temp file + rename), with the metadata document in the schema."""
     path = Path(path)
@@ -356,133 +263,3 @@ def read_json_metadata(path: Path | str) -> dict[str, Any]:
     except (pa.ArrowInvalid, OSError) as error:
         raise ManifestError(f"{path}: not a Parquet manifest ({error})") from None
     return _decode_metadata(path, schema.metadata or {})
-
-
-# -- embeddings files ---------------------------------------------------------------------
-
-EMBEDDINGS_METADATA_KEY = b"datadiet_embeddings"
-
-
-def write_embeddings(
-    ids: Sequence[str] | np.ndarray, matrix: np.ndarray, path: Path | str, metadata: Mapping[str, Any]
-) -> Path:
-    """Write per-example vectors as Parquet: `id` (string) + `embedding` (fixed-size list of float32).
-
-    `metadata` (e.g. which encoder made them) is stored as JSON in the schema. Atomic.
-    """
-    path = Path(path)
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    if matrix.ndim != 2 or matrix.shape[0] != len(ids):
-        raise ValueError(f"embeddings must be (len(ids), D); got {matrix.shape} for {len(ids)} ids")
-    flat = pa.array(matrix.reshape(-1), type=pa.float32())
-    vectors = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
-    table = pa.table({"id": pa.array(ids, type=pa.string()), "embedding": vectors})
-    encoded = json.dumps(to_jsonable(dict(metadata))).encode()
-    table = table.replace_schema_metadata({EMBEDDINGS_METADATA_KEY: encoded})
-    with atomic_path(path) as temporary:
-        pq.write_table(table, temporary, compression="zstd")
-    return path
-
-
-def read_embeddings(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read an embeddings Parquet file -> (ids as str array, float32 (N, D) matrix, metadata dict).
-
-    Accepts any Parquet file with a string `id` column and an `embedding` column holding a
-    list of floats per row, all of one length (fixed-size or variable-size lists).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: no such embeddings file")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ManifestError(f"{path}: not a Parquet embeddings file ({reason})") from None
-    for column in ("id", "embedding"):
-        if column not in table.column_names:
-            raise ColumnError(
-                f"{path}: no '{column}' column; an embeddings file has 'id' and a float list column 'embedding'"
-            )
-    ids = table.column("id")
-    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
-        raise ColumnError(f"{path}: column 'id' is {ids.type}; ids must be strings")
-    if ids.null_count:
-        raise ColumnError(f"{path}: column 'id' has {ids.null_count} null values")
-    vectors = table.column("embedding").combine_chunks()
-    matrix = _list_column_matrix(path, vectors)
-    raw = table.schema.metadata or {}
-    try:
-        metadata = json.loads(raw[EMBEDDINGS_METADATA_KEY]) if EMBEDDINGS_METADATA_KEY in raw else {}
-    except json.JSONDecodeError:
-        metadata = {}
-    return ids.to_numpy(zero_copy_only=False).astype(object), matrix, metadata
-
-
-def _list_column_matrix(path: Path, vectors: pa.Array) -> np.ndarray:
-    if vectors.null_count:
-        raise ColumnError(f"{path}: column 'embedding' has {vectors.null_count} null rows")
-    if pa.types.is_fixed_size_list(vectors.type):
-        width = vectors.type.list_size
-    elif pa.types.is_list(vectors.type) or pa.types.is_large_list(vectors.type):
-        lengths = np.diff(vectors.offsets.to_numpy())
-        if len(lengths) and (lengths != lengths[0]).any():
-            row = int(np.flatnonzero(lengths != lengths[0])[0])
-            raise ColumnError(
-                f"{path}: column 'embedding' rows differ in length ({lengths[0]} at row 0, {lengths[row]} at row {row}); "
-                "every embedding needs the same dimension"
-            )
-        width = int(lengths[0]) if len(lengths) else 0
-    else:
-        raise ColumnError(f"{path}: column 'embedding' is {vectors.type}; it must be a list of floats per row")
-    values = vectors.flatten()
-    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
-        raise ColumnError(f"{path}: column 'embedding' holds {values.type}, not floats")
-    if values.null_count:
-        raise ColumnError(f"{path}: column 'embedding' has {values.null_count} null values inside its lists")
-    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(vectors), width)
-
-
-# -- other tables (training dynamics, predictions) ------------------------------------------
-
-TABLE_METADATA_KEY = b"datadiet_table"
-
-
-def write_table(columns: Mapping[str, np.ndarray], path: Path | str, metadata: Mapping[str, Any]) -> Path:
-    """Write plain columns (numpy arrays of one length; strings as object arrays) as Parquet, atomically.
-
-    For per-example files that are not manifests (train's dynamics, evaluate's predictions);
-    `metadata` is stored as JSON in the schema and comes back from `read_table_metadata`.
-    """
-    path = Path(path)
-    table = pa.table({name: pa.array(values) for name, values in columns.items()})
-    encoded = json.dumps(to_jsonable(dict(metadata))).encode()
-    table = table.replace_schema_metadata({TABLE_METADATA_KEY: encoded})
-    with atomic_path(path) as temporary:
-        pq.write_table(table, temporary, compression="zstd")
-    return path
-
-
-def read_table(path: Path | str) -> dict[str, np.ndarray]:
-    """The columns of a Parquet file as numpy arrays (strings as object arrays), by column name."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: no such file")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ManifestError(f"{path}: not a Parquet file ({reason})") from None
-    return {name: table.column(name).to_numpy() for name in table.column_names}
-
-
-def read_table_metadata(path: Path | str) -> dict[str, Any]:
-    """The JSON metadata `write_table` stored, without reading the rows ({} when there is none)."""
-    path = Path(path)
-    try:
-        raw = pq.read_schema(path).metadata or {}
-    except (pa.ArrowInvalid, OSError) as error:
-        raise ManifestError(f"{path}: not a Parquet file ({error})") from None
-    try:
-        return json.loads(raw[TABLE_METADATA_KEY]) if TABLE_METADATA_KEY in raw else {}
-    except json.JSONDecodeError:
-        return {}

@@ -21,8 +21,10 @@ import numpy as np
 import pyarrow.compute as pc
 
 from datadiet_cli.errors import ManifestError, OptionError
-from datadiet_cli.manifest import LineageStep, Manifest, file_digest
-from datadiet_cli.prune import Keep, PruneConfig, decimal_fraction, keep_count, policy_scores, selection_priority
+from datadiet_cli.io.files import file_digest
+from datadiet_cli.io.lineage import LineageStep
+from datadiet_cli.io.manifest import Manifest
+from datadiet_cli.select.prune import Keep, PruneConfig, decimal_fraction, keep_count, policy_scores, selection_priority
 
 INT64_LIMIT = 2**63
 

@@ -614,7 +614,7 @@ def write_figures(
     """Write the three PNGs into `directory` (each atomically); returns their paths."""
     import matplotlib.pyplot as plt
 
-    from datadiet_cli.manifest import atomic_path
+    from datadiet_cli.io.files import atomic_path
 
     if draws < 0 or draws == 1:
         raise OptionError(f"--draws {draws} must be 0 (no simulation dots) or at least 2")

@@ -15,7 +15,8 @@ from fractions import Fraction
 import numpy as np
 
 from datadiet_cli.errors import OptionError
-from datadiet_cli.manifest import LineageStep, Manifest
+from datadiet_cli.io.lineage import LineageStep
+from datadiet_cli.io.manifest import Manifest
 
 
 class Keep(str, enum.Enum):

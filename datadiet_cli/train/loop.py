@@ -35,7 +35,7 @@ import torchvision
 from torch import nn
 
 from datadiet_cli import __version__
-from datadiet_cli.batches import (
+from datadiet_cli.data.batches import (
     ImageData,
     Normalisation,
     epoch_order,
@@ -46,10 +46,12 @@ from datadiet_cli.batches import (
 )
 from datadiet_cli.device import fast_bf16, select_device
 from datadiet_cli.errors import ColumnError, ManifestError, OptionError
-from datadiet_cli.manifest import Manifest, atomic_path, file_digest, read_table, to_jsonable, write_table
-from datadiet_cli.models import build_model
-from datadiet_cli.prune import full_size
-from datadiet_cli.recipes import (
+from datadiet_cli.io.files import atomic_path, file_digest, to_jsonable
+from datadiet_cli.io.manifest import Manifest
+from datadiet_cli.io.tables import read_table, write_table
+from datadiet_cli.select.prune import full_size
+from datadiet_cli.train.models import build_model
+from datadiet_cli.train.recipes import (
     Augment,
     Precision,
     TrainConfig,

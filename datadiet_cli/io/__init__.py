@@ -1,0 +1,1 @@
+"""Files and their owners: the manifest, lineage, per-example tables, run folders, atomic writes."""

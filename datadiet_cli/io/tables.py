@@ -1,0 +1,147 @@
+"""Parquet files that are not manifests: embeddings (id + vector) and plain per-example tables.
+
+Training dynamics and predictions are plain tables; their metadata is JSON in the schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datadiet_cli.errors import ColumnError, ManifestError
+from datadiet_cli.io.files import atomic_path, to_jsonable
+
+# -- embeddings files ---------------------------------------------------------------------
+
+EMBEDDINGS_METADATA_KEY = b"datadiet_embeddings"
+
+
+def write_embeddings(
+    ids: Sequence[str] | np.ndarray, matrix: np.ndarray, path: Path | str, metadata: Mapping[str, Any]
+) -> Path:
+    """Write per-example vectors as Parquet: `id` (string) + `embedding` (fixed-size list of float32).
+
+    `metadata` (e.g. which encoder made them) is stored as JSON in the schema. Atomic.
+    """
+    path = Path(path)
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != len(ids):
+        raise ValueError(f"embeddings must be (len(ids), D); got {matrix.shape} for {len(ids)} ids")
+    flat = pa.array(matrix.reshape(-1), type=pa.float32())
+    vectors = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+    table = pa.table({"id": pa.array(ids, type=pa.string()), "embedding": vectors})
+    encoded = json.dumps(to_jsonable(dict(metadata))).encode()
+    table = table.replace_schema_metadata({EMBEDDINGS_METADATA_KEY: encoded})
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary, compression="zstd")
+    return path
+
+
+def read_embeddings(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read an embeddings Parquet file -> (ids as str array, float32 (N, D) matrix, metadata dict).
+
+    Accepts any Parquet file with a string `id` column and an `embedding` column holding a
+    list of floats per row, all of one length (fixed-size or variable-size lists).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such embeddings file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ManifestError(f"{path}: not a Parquet embeddings file ({reason})") from None
+    for column in ("id", "embedding"):
+        if column not in table.column_names:
+            raise ColumnError(
+                f"{path}: no '{column}' column; an embeddings file has 'id' and a float list column 'embedding'"
+            )
+    ids = table.column("id")
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        raise ColumnError(f"{path}: column 'id' is {ids.type}; ids must be strings")
+    if ids.null_count:
+        raise ColumnError(f"{path}: column 'id' has {ids.null_count} null values")
+    vectors = table.column("embedding").combine_chunks()
+    matrix = _list_column_matrix(path, vectors)
+    raw = table.schema.metadata or {}
+    try:
+        metadata = json.loads(raw[EMBEDDINGS_METADATA_KEY]) if EMBEDDINGS_METADATA_KEY in raw else {}
+    except json.JSONDecodeError:
+        metadata = {}
+    return ids.to_numpy(zero_copy_only=False).astype(object), matrix, metadata
+
+
+def _list_column_matrix(path: Path, vectors: pa.Array) -> np.ndarray:
+    if vectors.null_count:
+        raise ColumnError(f"{path}: column 'embedding' has {vectors.null_count} null rows")
+    if pa.types.is_fixed_size_list(vectors.type):
+        width = vectors.type.list_size
+    elif pa.types.is_list(vectors.type) or pa.types.is_large_list(vectors.type):
+        lengths = np.diff(vectors.offsets.to_numpy())
+        if len(lengths) and (lengths != lengths[0]).any():
+            row = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise ColumnError(
+                f"{path}: column 'embedding' rows differ in length ({lengths[0]} at row 0, {lengths[row]} at row {row}); "
+                "every embedding needs the same dimension"
+            )
+        width = int(lengths[0]) if len(lengths) else 0
+    else:
+        raise ColumnError(f"{path}: column 'embedding' is {vectors.type}; it must be a list of floats per row")
+    values = vectors.flatten()
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise ColumnError(f"{path}: column 'embedding' holds {values.type}, not floats")
+    if values.null_count:
+        raise ColumnError(f"{path}: column 'embedding' has {values.null_count} null values inside its lists")
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(vectors), width)
+
+
+# -- other tables (training dynamics, predictions) ------------------------------------------
+
+TABLE_METADATA_KEY = b"datadiet_table"
+
+
+def write_table(columns: Mapping[str, np.ndarray], path: Path | str, metadata: Mapping[str, Any]) -> Path:
+    """Write plain columns (numpy arrays of one length; strings as object arrays) as Parquet, atomically.
+
+    For per-example files that are not manifests (train's dynamics, evaluate's predictions);
+    `metadata` is stored as JSON in the schema and comes back from `read_table_metadata`.
+    """
+    path = Path(path)
+    table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    encoded = json.dumps(to_jsonable(dict(metadata))).encode()
+    table = table.replace_schema_metadata({TABLE_METADATA_KEY: encoded})
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary, compression="zstd")
+    return path
+
+
+def read_table(path: Path | str) -> dict[str, np.ndarray]:
+    """The columns of a Parquet file as numpy arrays (strings as object arrays), by column name."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ManifestError(f"{path}: not a Parquet file ({reason})") from None
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def read_table_metadata(path: Path | str) -> dict[str, Any]:
+    """The JSON metadata `write_table` stored, without reading the rows ({} when there is none)."""
+    path = Path(path)
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ManifestError(f"{path}: not a Parquet file ({error})") from None
+    try:
+        return json.loads(raw[TABLE_METADATA_KEY]) if TABLE_METADATA_KEY in raw else {}
+    except json.JSONDecodeError:
+        return {}

@@ -1,0 +1,1 @@
+"""The paper's analytic teacher-student model of data pruning."""

@@ -1,0 +1,1 @@
+"""Training: recipes (config), models, the training loop, dynamics recording and evaluation."""
