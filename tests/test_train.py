@@ -17,8 +17,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
-from datadiet_cli.data.batches import crop_flip, epoch_order, id_hashes, pack_pixels, split_batches, unpack_pixels
+from datadiet_cli.data.batches import crop_flip, pack_pixels, split_batches, unpack_pixels
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
+from datadiet_cli.data.seeds import epoch_order, id_hashes
 from datadiet_cli.errors import ColumnError, OptionError
 from datadiet_cli.io.manifest import Manifest, write_manifest
 from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest

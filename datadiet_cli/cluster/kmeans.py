@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from datadiet_cli.data import seeds
 from datadiet_cli.errors import DatadietError, OptionError
 from datadiet_cli.io.lineage import LineageStep
 from datadiet_cli.io.manifest import Manifest
@@ -133,7 +134,7 @@ def fit_sample(n_rows: int, fraction: float, k: int, seed: int) -> np.ndarray | 
     size = max(k, math.floor(fraction * n_rows + 0.5))
     if size >= n_rows:
         return None
-    return np.sort(np.random.default_rng([seed, 1]).choice(n_rows, size=size, replace=False))
+    return np.sort(seeds.rng(seed, seeds.KMEANS_SAMPLE).choice(n_rows, size=size, replace=False))
 
 
 def kmeans(
@@ -156,7 +157,7 @@ def kmeans(
         raise OptionError(f"--iters {config.iters} must be at least 1")
     engine = resolve_engine(config.engine, device, config.spherical)
     sample = fit_sample(n_rows, config.fit_fraction, k, config.seed)
-    rng = np.random.default_rng([config.seed, 2])
+    rng = seeds.rng(config.seed, seeds.KMEANS_INIT)
     with torch.inference_mode():
         points = torch.from_numpy(matrix).to(device)
         if config.spherical:
@@ -165,15 +166,15 @@ def kmeans(
         fit_sq = fit_points.square().sum(1)
         chunk = chunk_rows(len(fit_points), k + fit_points.shape[1], device)
         tolerance = config.tol * mean_variance(fit_points, fit_sq)
-        seeds = kmeans_plusplus(fit_points, fit_sq, k, rng)
+        initial = kmeans_plusplus(fit_points, fit_sq, k, rng)
         if engine is Engine.sklearn:
-            centroids, iterations, converged = _lloyd_sklearn(fit_points, seeds, config)
+            centroids, iterations, converged = _lloyd_sklearn(fit_points, initial, config)
             centroids = centroids.to(device)
             if progress is not None:
                 progress(config.iters, config.iters)
         else:
             centroids, iterations, converged = _lloyd_torch(
-                fit_points, fit_sq, fit_points[seeds].clone(), config, tolerance, chunk, progress, engine
+                fit_points, fit_sq, fit_points[initial].clone(), config, tolerance, chunk, progress, engine
             )
         final_chunk = chunk_rows(n_rows, k + points.shape[1], device)
         labels, _ = nearest_centroids(points, points.square().sum(1), centroids, final_chunk, engine)

@@ -9,18 +9,15 @@ Two paths, one interface (`ImageData.batches`):
 - large images (or sizes that vary): streamed from disk through a DataLoader with worker
   processes (`images.open_image` + torchvision transforms), normalised on the device.
 
-Example order: every example gets a 64-bit hash of its id; epoch e visits the kept examples
-sorted by splitmix64(id_hash ^ splitmix64(seed, e)). That is one fixed permutation of the FULL
-dataset per (seed, epoch), filtered to the kept ids, so runs on different pruned subsets see
-their common examples in the same relative order (comparable runs, fewer confounders).
+The order examples are visited in is `seeds.epoch_order`: one fixed permutation of the full
+dataset per (seed, epoch), filtered to the kept ids, so runs on different subsets are comparable.
 """
 
 from __future__ import annotations
 
 import abc
-import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,34 +36,7 @@ NORMALISATION_SAMPLE = 256
 # (B,) positions into the data, (B, C, H, W) normalised float images, (B,) int64 labels.
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
-_MASK64 = (1 << 64) - 1
-
-
 # -- example order ------------------------------------------------------------------------------
-
-
-def id_hashes(ids: Sequence[str] | np.ndarray) -> np.ndarray:
-    """A stable uint64 per id (blake2b), independent of which other ids are present."""
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little") for i in ids],
-        dtype=np.uint64,
-    )
-
-
-def splitmix64(values: np.ndarray) -> np.ndarray:
-    """Steele et al.'s 64-bit finaliser: a bijection that scrambles every bit (uint64 arithmetic wraps)."""
-    z = values.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        z += np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def epoch_order(hashes: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-    """Positions 0..n-1 in the order epoch `epoch` visits them (see the module docstring)."""
-    epoch_key = splitmix64(np.array([(seed * 1_000_003 + epoch) & _MASK64], dtype=np.uint64))
-    return np.argsort(splitmix64(hashes ^ epoch_key), kind="stable")
 
 
 def split_batches(order: np.ndarray, n_batches: int) -> list[np.ndarray]:
@@ -75,12 +45,6 @@ def split_batches(order: np.ndarray, n_batches: int) -> list[np.ndarray]:
     A remainder batch of 1 would break BatchNorm on 1x1 feature maps and be a noisy step.
     """
     return np.array_split(order, n_batches)
-
-
-def seed_for(seed: int, epoch: int, stream: int) -> int:
-    """A 63-bit torch seed for one random stream of one epoch (0: augmentation, 1: DataLoader workers)."""
-    mixed = splitmix64(np.array([(seed * 1_000_003 + epoch * 7 + stream) & _MASK64], dtype=np.uint64))
-    return int(mixed[0]) >> 1
 
 
 # -- normalisation --------------------------------------------------------------------------------

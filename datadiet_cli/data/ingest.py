@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
-from datadiet_cli.data import images
+from datadiet_cli.data import images, seeds
 from datadiet_cli.data.images import ProgressCallback
 from datadiet_cli.errors import DatasetError, OptionError
 from datadiet_cli.io.lineage import LineageStep
@@ -123,16 +122,12 @@ def sample_per_class(ids: list[str], labels: np.ndarray, per_class: int, seed: i
     """
     if per_class < 1:
         raise OptionError(f"--per-class {per_class}: must be at least 1 (or leave it out to keep every example)")
-    keys = np.array([id_hash(example_id, seed) for example_id in ids], dtype=np.uint64)
+    keys = np.array([seeds.id_hash(example_id, seed) for example_id in ids], dtype=np.uint64)
     order = np.lexsort((keys, labels))  # by class, then by hash within the class
     sorted_labels = labels[order]
     first_of_class = np.searchsorted(sorted_labels, sorted_labels, side="left")
     rank_in_class = np.arange(len(order)) - first_of_class
     return np.sort(order[rank_in_class < per_class])
-
-
-def id_hash(example_id: str, seed: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}\0{example_id}".encode(), digest_size=8).digest(), "little")
 
 
 def subsample_listing(listing: Listing, rows: np.ndarray) -> Listing:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from datadiet_cli.data import seeds
 from datadiet_cli.errors import DatadietError
 
 
@@ -85,4 +86,4 @@ def memorization(correct: np.ndarray, in_train: np.ndarray) -> tuple[np.ndarray,
 
 def random_scores(n: int, seed: int) -> np.ndarray:
     """The baseline every metric must beat: seeded uniform scores in [0, 1)."""
-    return np.random.default_rng(seed).random(n)
+    return seeds.rng(seed).random(n)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from datadiet_cli.data import seeds
 from datadiet_cli.errors import DatadietError, OptionError
 from datadiet_cli.io.files import file_digest
 from datadiet_cli.io.lineage import LineageStep
@@ -179,7 +180,7 @@ def probe_jobs(n_rows: int, config: ScoreConfig, probes_dir: Path) -> list[Probe
         if config.metric is Metric.memorization:
             # Each probe's random subset is drawn from its own seed, so adding probes later keeps earlier ones valid.
             size = math.floor(config.subset * n_rows + 0.5)
-            rows = np.sort(np.random.default_rng([config.seed, k]).choice(n_rows, size, replace=False))
+            rows = np.sort(seeds.rng(config.seed, k).choice(n_rows, size, replace=False))
         jobs.append(ProbeJob(k, rows, probes_dir / f"probe-{k:02d}", devices[k % len(devices)], threads))
     return jobs
 
@@ -239,7 +240,7 @@ def _train_probe(manifest: Manifest, config: ScoreConfig, job: ProbeJob, pixels:
         recipe=recipe,
         stop_after=config.probe_epochs if truncated else None,
         device=job.device,
-        seed=config.seed + job.index,
+        seed=seeds.probe_seed(config.seed, job.index),
         record_dynamics=config.metric is Metric.forgetting,
         dynamics_epochs=(),  # forgetting needs only what is measured as examples are trained on
     )

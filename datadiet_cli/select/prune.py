@@ -14,6 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from datadiet_cli.data import seeds
 from datadiet_cli.errors import OptionError
 from datadiet_cli.io.lineage import LineageStep
 from datadiet_cli.io.manifest import Manifest
@@ -65,7 +66,7 @@ def rank_easy_to_hard(scores: np.ndarray, seed: int) -> np.ndarray:
     """Indices from easiest (lowest score) to hardest; equal scores in a seeded random order."""
     # Shuffle, then sort stably: tied rows keep their shuffled order. Same result as a lexsort
     # with a random tie-break key, at half the cost (one sort instead of two).
-    shuffled = np.random.default_rng(seed).permutation(len(scores))
+    shuffled = seeds.rng(seed).permutation(len(scores))
     return shuffled[np.argsort(scores[shuffled], kind="stable")]
 
 
@@ -76,7 +77,7 @@ def selection_priority(scores: np.ndarray, config: PruneConfig, n_rows: int, n_k
     very policy that `prune` applied.
     """
     if config.keep is Keep.random:
-        return np.random.default_rng(config.seed).permutation(n_rows).astype(np.float64)
+        return seeds.rng(config.seed).permutation(n_rows).astype(np.float64)
     rank = np.empty(n_rows, dtype=np.float64)
     rank[rank_easy_to_hard(scores, config.seed)] = np.arange(n_rows)  # 0 = easiest
     if config.keep is Keep.hard:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from datadiet_cli.data import seeds
 from datadiet_cli.errors import DatadietError, OptionError
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -392,7 +393,7 @@ def max_margin(examples: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:
 
 
 def _draw_error(config: SimulationConfig, n_total: int, n_kept: int, draw: int) -> float:
-    rng = np.random.default_rng([config.seed, draw])
+    rng = seeds.rng(config.seed, draw)
     teacher = rng.standard_normal(config.n)
     teacher /= np.linalg.norm(teacher)
     other = rng.standard_normal(config.n)

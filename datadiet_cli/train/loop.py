@@ -35,13 +35,11 @@ import torchvision
 from torch import nn
 
 from datadiet_cli import __version__
+from datadiet_cli.data import seeds
 from datadiet_cli.data.batches import (
     ImageData,
     Normalisation,
-    epoch_order,
-    id_hashes,
     load_data,
-    seed_for,
     split_batches,
 )
 from datadiet_cli.device import fast_bf16, select_device
@@ -171,7 +169,7 @@ def train_run(
         resumed_after = open_run_dir(run_dir, settings, resume)
         if resumed_after:
             load_checkpoint(run_dir / CHECKPOINT_FILE, model, optimizer, device)
-        hashes = id_hashes(manifest.ids())  # (n,) uint64: this run's place in the full dataset's order
+        hashes = seeds.id_hashes(manifest.ids())  # (n,) uint64: this run's place in the full dataset's order
         ids = manifest.ids()
         history = read_metrics(run_dir)[:resumed_after]
         trained_seconds, trained_images = 0.0, 0
@@ -179,7 +177,7 @@ def train_run(
         for epoch in range(resumed_after + 1, last_epoch + 1):
             # -- One pass over the kept examples, in this epoch's fixed order ----------------------
             first_step = (epoch - 1) * batches_per_epoch
-            order = epoch_order(hashes, config.seed, epoch)
+            order = seeds.epoch_order(hashes, config.seed, epoch)
             epoch_batches = split_batches(order, batches_per_epoch)[: steps - first_step]
             model.train()
             # Running sums stay on the device: reading them every step would sync the GPU every step.
@@ -188,7 +186,9 @@ def train_run(
             seen_dynamics = DynamicsBuffer(n_kept, device) if config.record_dynamics else None
             images_seen, last_report = 0, time.perf_counter()
             started = time.perf_counter()
-            batches = data.batches(epoch_batches, recipe.augment, seed_for(config.seed, epoch, 0))
+            batches = data.batches(
+                epoch_batches, recipe.augment, seeds.torch_seed(config.seed, epoch, seeds.AUGMENT_STREAM)
+            )
             for index, (positions, images, targets) in enumerate(batches):  # (B,), (B, C, H, W), (B,)
                 step = first_step + index
                 lr = learning_rate(recipe, step, steps)
