@@ -244,7 +244,7 @@ def bench_cifar(out: Path, image_size: int, k: int | None) -> None:
     manifest = read_manifest(clustered)
     labels, clusters = manifest.labels(), manifest.groups("cluster")
     proto, sup = manifest.score("proto_dist"), manifest.score("sup_proto_dist")
-    fit = manifest.lineage("cluster")[-1]["stats"]["fits"][0]
+    fit = manifest.lineage().last("cluster").stats["fits"][0]
     overlap = np.zeros((clusters.max() + 1, labels.max() + 1), dtype=np.int64)
     np.add.at(overlap, (clusters, labels), 1)
     purity = overlap.max(axis=1).sum() / len(labels)

@@ -97,7 +97,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "datadiet_cli", *argv], check=True)
             cli[name] = time.perf_counter() - start
 
-        stats = read_manifest(folder / "balanced.parquet").lineage("balance")[-1]["stats"]
+        stats = read_manifest(folder / "balanced.parquet").lineage().last("balance").stats
         print(
             f"balance: b {stats['b_before']:.3f} -> {stats['b_after']:.3f}, min/max per class "
             f"{stats['min_group_before']}/{stats['max_group_before']} -> {stats['min_group_after']}/"

@@ -1,8 +1,9 @@
-"""Named errors. The library raises these; only the CLI turns them into a red line and an exit code."""
+"""Named errors, one class per condition. The library raises these; only the CLI turns them into a
+red line and an exit code (1 for bad input, 2 for usage). Messages name the file/column/value and the fix."""
 
 
 class DatadietError(Exception):
-    """Base class: a problem the user can fix. The message names the file/column/value and the fix."""
+    """Base class: a problem the user can fix."""
 
     exit_code = 1
 
@@ -15,8 +16,32 @@ class ColumnError(ManifestError):
     """A column is missing, has the wrong type, or holds values the step cannot use."""
 
 
+class LineageError(ManifestError):
+    """A manifest's lineage lacks a step this command needs, or a file it records is gone or changed."""
+
+
+class TableError(DatadietError):
+    """A Parquet file that is not a manifest (embeddings, dynamics, predictions) is missing or unreadable."""
+
+
 class DatasetError(DatadietError):
     """The pixels behind a manifest (or an ingest source) cannot be found or read."""
+
+
+class RunDirError(DatadietError):
+    """A run folder is missing, unfinished, or holds a file (config, checkpoint, eval) that cannot be read."""
+
+
+class ModelFileError(DatadietError):
+    """An encoder or weights file the user named cannot be loaded or does not fit the network."""
+
+
+class EmbeddingError(DatadietError):
+    """Embeddings do not match the manifest (shape, ids) or hold values k-means cannot use."""
+
+
+class SolverError(DatadietError):
+    """A theory solve failed its own check (a max-margin solution that breaks the KKT conditions)."""
 
 
 class OptionError(DatadietError):

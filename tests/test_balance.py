@@ -100,7 +100,7 @@ def test_hard_adds_the_hardest_unkept_and_drops_the_easiest_kept() -> None:
     # f = 0.5; floors ceil(0.25 * 6) = 2 and ceil(0.25 * 4) = 1. Class 1 gets its hardest row r7 (0.4);
     # class 0 gives up its easiest kept row r4 (0.5).
     assert row_ids(result) == ids([0, 1, 2, 3, 7])
-    stats = result.lineage("balance")[-1]["stats"]
+    stats = result.lineage().last("balance").stats
     assert stats == {
         "by": "label",
         "groups": 2,
@@ -138,7 +138,7 @@ def test_drops_are_globally_worst_but_never_below_a_floor() -> None:
     # Floors 2, 1, 1, 1. Class 2 (0 kept) gets r9 (0.50). The easiest kept row is r12 (0.60) but class 3
     # sits at its floor, so the next easiest, r7 (0.62 in class 1), goes.
     assert row_ids(result) == ids([0, 1, 2, 3, 5, 6, 9, 12])
-    stats = result.lineage("balance")[-1]["stats"]
+    stats = result.lineage().last("balance").stats
     assert (stats["rows_added"], stats["rows_dropped"], stats["rows_out"]) == (1, 1, 8)
 
 
@@ -151,7 +151,7 @@ def test_floors_above_the_kept_size_grow_the_output(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     # Floors ceil(0.5 n) = 3, 2, 2, 2 add up to 9 > 8: every group ends exactly at its floor.
     assert row_ids(read_manifest(out)) == ids([0, 1, 2, 5, 6, 9, 11, 12, 13])
-    stats = read_manifest(out).lineage("balance")[-1]["stats"]
+    stats = read_manifest(out).lineage().last("balance").stats
     assert (stats["rows_out"], stats["floors_total"], stats["rows_grown"]) == (9, 9, 1)
     assert result.output.splitlines()[-1] == (
         "the floors alone need 9 rows, more than the 8 pruned: the output grew by 1 rows"
@@ -281,10 +281,10 @@ def test_cli_balances_with_full_from_the_lineage(tmp_path: Path) -> None:
     assert written.table.column_names == full.table.column_names
     assert written.table.column("note").to_pylist() == ["n0", "n1", "n2", "n3", "n7"]
     assert written.meta["scores"] == full.meta["scores"]
-    assert [step["command"] for step in written.lineage()] == ["prune", "balance"]
-    step = written.lineage("balance")[0]
-    assert step["options"] == {"min_ratio": 0.5, "by": "label"}
-    assert [entry["path"] for entry in step["inputs"]] == [str(pruned_path.resolve()), str(full_path.resolve())]
+    assert [step.command for step in written.lineage()] == ["prune", "balance"]
+    step = written.lineage().of_command("balance")[0]
+    assert step.options == {"min_ratio": 0.5, "by": "label"}
+    assert [str(entry.path) for entry in step.inputs] == [str(pruned_path.resolve()), str(full_path.resolve())]
     quiet = runner.invoke(app, ["balance", str(pruned_path), "-o", str(out), "-q", "--full", str(full_path)])
     assert quiet.exit_code == 0 and quiet.output == ""
     assert row_ids(read_manifest(out)) == ids([0, 1, 2, 3, 7])
@@ -330,7 +330,7 @@ def test_changed_full_is_refused(tmp_path: Path) -> None:
     write_manifest(toy(TWO_LABELS, [*TWO_SCORES[:-1], 0.35]), full_path)
     assert run_error(tmp_path, [str(pruned_path), "-o", str(tmp_path / "out.parquet")]) == (
         1,
-        f"error: {full_path.resolve()}: changed since {pruned_path} was pruned from it (sha256 differs); "
+        f"error: {full_path.resolve()}: the manifest {pruned_path} was pruned from has changed since (sha256 differs); "
         "pass the full manifest with --full",
     )
 
@@ -345,7 +345,7 @@ def test_moved_full_is_refused_until_passed(tmp_path: Path) -> None:
     assert run_error(tmp_path, [str(pruned_path), "-o", str(out)]) == (
         1,
         f"error: {full_path.resolve()}: the manifest {pruned_path} was pruned from is gone (moved or deleted); "
-        "pass it with --full",
+        "pass the full manifest with --full",
     )
     result = runner.invoke(app, ["balance", str(pruned_path), "-o", str(out), "--full", str(moved)])
     assert result.exit_code == 0, result.output

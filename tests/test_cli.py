@@ -86,4 +86,4 @@ def test_sample_manifests_chain_through_prune_and_balance(tmp_path: Path) -> Non
     result = runner.invoke(app, ["balance", str(kept), "-o", str(balanced), "--quiet"])
     assert result.exit_code == 0, result.output
     assert read_manifest(balanced).num_rows == 288
-    assert read_manifest(SAMPLES / "digits_kept.parquet").lineage("prune")[-1]["stats"]["rows_kept"] == 433
+    assert read_manifest(SAMPLES / "digits_kept.parquet").lineage().last("prune").stats["rows_kept"] == 433

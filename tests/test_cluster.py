@@ -209,7 +209,7 @@ def test_cluster_manifest_columns_scores_and_lineage() -> None:
     assert out.meta["scores"]["proto_dist"]["metric"] == "self_supervised_prototype"
     assert out.meta["scores"]["sup_proto_dist"]["metric"] == "supervised_prototype"
     assert out.meta["scores"]["proto_dist"]["params"]["k"] == 4  # = number of classes
-    fit = out.lineage("cluster")[-1]["stats"]["fits"][0]
+    fit = out.lineage().last("cluster").stats["fits"][0]
     auto_engine = Engine.faiss if faiss_available() else CPU_ENGINE
     assert fit["fit_rows"] == 100 and fit["engine"] == auto_engine.value and fit["encoder"] == {"name": "toy"}
     assert adjusted_rand_score(y, out.groups("cluster")) >= 0.95
@@ -253,7 +253,7 @@ def test_cli_clusters_precomputed_embeddings(tmp_path: Path) -> None:
     assert adjusted_rand_score(y, out.groups("cluster")) >= 0.95
     expected = kmeans(x, 4, ClusterConfig())
     np.testing.assert_array_equal(out.score("proto_dist"), expected.distances.astype(np.float64))
-    identity = out.lineage("cluster")[-1]["stats"]["fits"][0]["encoder"]
+    identity = out.lineage().last("cluster").stats["fits"][0]["encoder"]
     assert identity["kind"] == "embeddings" and identity["made_by"] == {"name": "toy"} and len(identity["sha256"]) == 64
     again = tmp_path / "again.parquet"
     assert cli(manifest_path, "-o", again, "--embeddings", embeddings_path).exit_code == 0

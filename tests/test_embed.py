@@ -257,7 +257,7 @@ def test_cli_embeds_clusters_and_round_trips_embeddings(tmp_path: Path, tiny_pro
     np.testing.assert_array_equal(ids, clustered.ids())
     assert matrix.shape == (clustered.num_rows, 4)
     assert metadata["encoder"]["name"] == "tiny.pt2" and metadata["encoder"]["image_size"] == 16
-    fit = clustered.lineage("cluster")[-1]["stats"]["fits"][0]
+    fit = clustered.lineage().last("cluster").stats["fits"][0]
     assert fit["encoder"]["sha256"] == metadata["encoder"]["sha256"] and fit["encoder"]["dim"] == 4
     result = runner.invoke(app, ["cluster", str(manifest), "-o", str(second), "--embeddings", str(saved), "-q"])
     assert result.exit_code == 0, result.output
@@ -295,7 +295,7 @@ def test_cifar10_sample_with_the_shared_efficientnet(tmp_path: Path, cifar10_roo
     result = runner.invoke(app, ["cluster", str(sample), "-o", str(out), "--encoder", str(SHARED_ENCODER), "-q"])
     assert result.exit_code == 0, result.output
     clustered = read_manifest(out)
-    fit = clustered.lineage("cluster")[-1]["stats"]["fits"][0]
+    fit = clustered.lineage().last("cluster").stats["fits"][0]
     assert fit["encoder"]["image_size"] == 64 and fit["encoder"]["dim"] == 1280 and fit["encoder"]["kind"] == "exported"
     assert clustered.meta["scores"]["proto_dist"]["params"]["k"] == 10
     # ImageNet features separate CIFAR-10 classes far better than chance (ARI 0) even at 64 px.

@@ -113,24 +113,24 @@ def test_image_shape_grayscale_and_uneven_sizes(tmp_path: Path, make_image_tree)
     assert gray.meta["dataset"]["image_shape"] == [4, 7, 1]
     assert mixed.meta["dataset"]["image_shape"] == [4, 7, 3]  # any colour image makes the dataset RGB
     assert uneven.meta["dataset"]["image_shape"] is None
-    assert uneven.lineage("ingest")[0]["stats"]["image_shape_sampled"] == 2
+    assert uneven.lineage().of_command("ingest")[0].stats["image_shape_sampled"] == 2
 
 
 def test_image_shape_reads_only_a_sample_of_headers(tmp_path: Path, make_image_tree) -> None:
     make_image_tree(tmp_path / "many", {f"c/{i:02d}.png": (3, 3, 3) for i in range(40)})
     manifest = ingest_source(IngestConfig(source=str(tmp_path / "many"), shape_sample=5))
-    assert manifest.lineage("ingest")[0]["stats"]["image_shape_sampled"] == 5
+    assert manifest.lineage().of_command("ingest")[0].stats["image_shape_sampled"] == 5
     assert manifest.meta["dataset"]["image_shape"] == [3, 3, 3]
 
 
 def test_lineage_records_config_and_class_counts(tmp_path: Path, make_image_tree) -> None:
     make_image_tree(tmp_path / "t", {"a/0.png": SMALL, "a/1.png": SMALL, "a/2.png": SMALL, "b/0.png": SMALL})
     (step,) = ingest_source(IngestConfig(source=str(tmp_path / "t"))).lineage()
-    assert step["command"] == "ingest" and step["inputs"] == []
-    assert step["options"] == {"source": str(tmp_path / "t"), "split": None, "shape_sample": 16, "digits_test_every": 5,
+    assert step.command == "ingest" and step.inputs == ()
+    assert step.options == {"source": str(tmp_path / "t"), "split": None, "shape_sample": 16, "digits_test_every": 5,
                                "per_class": None, "seed": 0}  # fmt: skip
-    assert step["stats"]["rows"] == 4 and step["stats"]["classes"] == 2
-    assert step["stats"]["per_class_counts"] == {"min": 1, "max": 3, "mean": 2.0}
+    assert step.stats["rows"] == 4 and step.stats["classes"] == 2
+    assert step.stats["per_class_counts"] == {"min": 1, "max": 3, "mean": 2.0}
 
 
 def test_plain_tree_with_split_train_is_recorded_as_train(tmp_path: Path, make_image_tree) -> None:
@@ -155,7 +155,7 @@ def test_cli_writes_the_manifest_and_a_summary(tmp_path: Path, make_image_tree) 
     assert code == 0, output
     assert f"ingested 2 images of 2 classes (6x5x3) from {tmp_path / 't'} -> {out}" in output
     manifest = read_manifest(out)
-    assert column(manifest, "id") == ["a/0", "b/0"] and manifest.lineage("ingest")[0]["stats"]["rows"] == 2
+    assert column(manifest, "id") == ["a/0", "b/0"] and manifest.lineage().of_command("ingest")[0].stats["rows"] == 2
 
 
 def test_cli_quiet_prints_nothing(tmp_path: Path) -> None:
@@ -477,9 +477,9 @@ def test_per_class_cli_records_option_and_counts(tmp_path: Path) -> None:
     assert code == 0, output_text
     manifest = read_manifest(output)
     assert np.bincount(manifest.labels()).tolist() == [20] * 10
-    step = manifest.lineage("ingest")[0]
-    assert step["options"]["per_class"] == 20 and step["options"]["seed"] == 3
-    assert step["stats"]["rows"] == 200
+    step = manifest.lineage().of_command("ingest")[0]
+    assert step.options["per_class"] == 20 and step.options["seed"] == 3
+    assert step.stats["rows"] == 200
 
 
 def test_per_class_zero_is_a_usage_error(tmp_path: Path) -> None:

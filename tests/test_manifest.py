@@ -39,7 +39,7 @@ def test_round_trip_keeps_rows_types_and_metadata(tmp_path: Path) -> None:
     assert back.meta["scores"]["el2n"] == {"metric": "el2n", "direction": HIGHER_IS_HARDER, "params": {"probes": 10}}
     assert back.classes == ["even", "odd"]
     [step] = back.lineage()
-    assert step["command"] == "ingest" and step["stats"] == {"rows": 5} and step["version"]
+    assert step.command == "ingest" and step.stats == {"rows": 5} and step.version
 
 
 def test_metadata_is_plain_json_any_parquet_reader_sees(tmp_path: Path) -> None:
@@ -62,9 +62,9 @@ def test_plain_parquet_without_metadata_is_accepted(tmp_path: Path) -> None:
 def test_lineage_records_input_digests(tmp_path: Path) -> None:
     source = write_manifest(toy(), tmp_path / "in.parquet")
     out = toy().with_lineage(LineageStep("prune", {"keep": "hard"}, [source], {}))
-    [entry] = out.lineage("prune")
-    assert entry["inputs"][0]["sha256"] == file_digest(source)
-    assert entry["inputs"][0]["path"] == str(source.resolve())
+    [entry] = out.lineage().of_command("prune")
+    assert entry.inputs[0].sha256 == file_digest(source)
+    assert entry.inputs[0].path == source.resolve()
 
 
 @pytest.mark.parametrize(

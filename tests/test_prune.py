@@ -158,8 +158,8 @@ def test_output_keeps_row_order_columns_and_metadata() -> None:
 def test_lineage_records_config_and_full_size_through_chained_prunes(tmp_path: Path) -> None:
     full = written_toy(tmp_path)
     first = prune_manifest(read_manifest(full), PruneConfig(keep=Keep.hard, score="s", count=6))
-    step = first.lineage("prune")[-1]
-    assert step["options"] == {
+    step = first.lineage().of_command("prune")[-1]
+    assert step.options == {
         "keep": "hard",
         "score": "s",
         "fraction": None,
@@ -167,11 +167,11 @@ def test_lineage_records_config_and_full_size_through_chained_prunes(tmp_path: P
         "window_start": 0.0,
         "seed": 0,
     }
-    assert step["stats"] == {"rows_in": 10, "rows_kept": 6, "fraction_kept": 0.6, "full_size": 10}
-    assert step["inputs"][0]["path"] == str(full.resolve())
+    assert step.stats == {"rows_in": 10, "rows_kept": 6, "fraction_kept": 0.6, "full_size": 10}
+    assert step.inputs[0].path == full.resolve()
     write_manifest(first, tmp_path / "first.parquet")
     second = prune_manifest(read_manifest(tmp_path / "first.parquet"), PruneConfig(keep=Keep.easy, score="s", count=3))
-    assert second.lineage("prune")[-1]["stats"] == {
+    assert second.lineage().last("prune").stats == {
         "rows_in": 6,
         "rows_kept": 3,
         "fraction_kept": 0.5,

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
 from datadiet_cli.errors import OptionError
+from datadiet_cli.io.lineage import Lineage, Step
 from datadiet_cli.io.manifest import new_manifest, write_manifest
 from datadiet_cli.report.build import (
     UNPRUNED,
@@ -37,7 +38,6 @@ from datadiet_cli.report.build import (
     purity,
     score_sources,
     spearman_matrix,
-    step_key,
     with_references,
 )
 
@@ -63,7 +63,7 @@ BALANCE = {"command": "balance", "options": {"min_ratio": 0.5, "by": "label"}, "
 
 
 def test_a_run_without_prune_is_the_unpruned_reference() -> None:
-    subset = describe_subset([INGEST, SCORE], rows=100)
+    subset = describe_subset(Lineage.of([INGEST, SCORE]), rows=100)
     assert (subset["metric"], subset["keep"], subset["fraction"], subset["start_size"]) == (
         UNPRUNED,
         UNPRUNED,
@@ -75,34 +75,38 @@ def test_a_run_without_prune_is_the_unpruned_reference() -> None:
 
 def test_the_last_prune_is_the_policy_and_its_input_the_start() -> None:
     hard = prune_step("hard", 100, 30, score="el2n", fraction=0.3, seed=5)
-    subset = describe_subset([INGEST, SCORE, hard], rows=30)
+    subset = describe_subset(Lineage.of([INGEST, SCORE, hard]), rows=30)
     assert subset["metric"] == "el2n" and subset["keep"] == "hard"
     assert subset["fraction"] == 0.3 and subset["start_size"] == 100 and subset["prune_seed"] == 5
-    assert subset["balanced"] is False and subset["start_key"] == "dataset" and subset["subset_key"] == step_key(hard)
+    assert (
+        subset["balanced"] is False and subset["start_key"] == "dataset" and subset["subset_key"] == Step.of(hard).key()
+    )
 
 
 def test_balance_after_the_prune_marks_the_run_balanced() -> None:
     easy = prune_step("easy", 100, 30, score="forgetting", fraction=0.3)
-    assert describe_subset([INGEST, SCORE, easy, BALANCE], rows=30)["balanced"] is True
+    assert describe_subset(Lineage.of([INGEST, SCORE, easy, BALANCE]), rows=30)["balanced"] is True
 
 
 def test_an_earlier_prune_sets_the_starting_size() -> None:
     start = prune_step("random", 100, 40, count=40, seed=7)
     hard = prune_step("hard", 40, 10, score="el2n", fraction=0.25)
-    subset = describe_subset([INGEST, SCORE, start, hard], rows=10)
-    assert (subset["start_size"], subset["fraction"], subset["start_key"]) == (40, 0.25, step_key(start))
+    subset = describe_subset(Lineage.of([INGEST, SCORE, start, hard]), rows=10)
+    assert (subset["start_size"], subset["fraction"], subset["start_key"]) == (40, 0.25, Step.of(start).key())
 
 
 def test_scores_computed_after_a_prune_make_it_the_starting_set() -> None:
     start = prune_step("random", 100, 40, count=40)
-    subset = describe_subset([INGEST, start, SCORE], rows=40)
+    subset = describe_subset(Lineage.of([INGEST, start, SCORE]), rows=40)
     assert (subset["keep"], subset["fraction"], subset["start_size"]) == (UNPRUNED, 1.0, 40)
 
 
 def test_a_prune_by_count_and_a_window_are_read_as_kept_fraction_and_band() -> None:
-    by_count = describe_subset([INGEST, prune_step("random", 80, 20, count=20)], rows=20)
+    by_count = describe_subset(Lineage.of([INGEST, prune_step("random", 80, 20, count=20)]), rows=20)
     assert (by_count["metric"], by_count["keep"], by_count["fraction"]) == ("random", "random", 0.25)
-    window = describe_subset([INGEST, prune_step("window", 80, 20, score="el2n", count=20, window_start=0.2)], rows=20)
+    window = describe_subset(
+        Lineage.of([INGEST, prune_step("window", 80, 20, score="el2n", count=20, window_start=0.2)]), rows=20
+    )
     assert window["keep"] == "window@0.2"
 
 

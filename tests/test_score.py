@@ -62,7 +62,7 @@ def test_el2n_equals_the_mean_over_probe_predictions(small_digits: Path, tmp_pat
     np.testing.assert_allclose(scored.score("el2n_std"), std, rtol=1e-5, atol=1e-7)
     params = scored.meta["scores"]["el2n"]["params"]
     assert params["config"]["probes"] == 2 and len(params["probe_runs"]) == 2
-    assert scored.lineage("score")[-1]["options"]["metric"] == "el2n"
+    assert scored.lineage().last("score").options["metric"] == "el2n"
     # Probes already trained are reused: scoring again from them gives the same column.
     rescored = read_manifest(run_score(small_digits, tmp_path / "again", "el2n", "--from-runs", str(runs[0]),
                                        "--from-runs", str(runs[1])))  # fmt: skip

@@ -14,9 +14,9 @@ from scipy.special import ndtr
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
-from datadiet_cli.errors import OptionError
+from datadiet_cli.errors import OptionError, SolverError
 from datadiet_cli.theory import model as theory
-from datadiet_cli.theory.model import Policy, SimulationConfig, SolverError
+from datadiet_cli.theory.model import Policy, SimulationConfig
 
 runner = CliRunner()
 

@@ -43,7 +43,7 @@ def balance(
     config = BalanceConfig(min_ratio=min_ratio, by=by)
     balanced = balance_manifest(pruned_manifest, read_manifest(full_path), config)
     write_manifest(balanced, output)
-    s = balanced.lineage("balance")[-1]["stats"]
+    s = balanced.lineage()[-1].stats
     lines = [
         f"kept {s['rows_out']:,} of {s['rows_full']:,} rows, balanced over {s['groups']:,} {by.value} groups -> {output}",
         f"class balance b {s['b_before']:.3f} -> {s['b_after']:.3f}; rows per group: min {s['min_group_before']:,} -> "

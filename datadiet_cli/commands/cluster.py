@@ -127,7 +127,7 @@ def cluster(
             {"image_size": image_size, "batch_size": batch_size, "device": device.value},
         )
     write_manifest(clustered, output)
-    stats = clustered.lineage("cluster")[-1]["stats"]
+    stats = clustered.lineage()[-1].stats
     fit = stats["fits"][0]
     console.summary(
         quiet,

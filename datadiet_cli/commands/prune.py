@@ -57,7 +57,7 @@ def prune(
     config = PruneConfig(keep=keep, score=score, fraction=fraction, count=count, window_start=window_start, seed=seed)
     pruned = prune_manifest(read_manifest(manifest), config)
     write_manifest(pruned, output)
-    stats = pruned.lineage("prune")[-1]["stats"]
+    stats = pruned.lineage()[-1].stats
     console.summary(
         quiet,
         f"kept {stats['rows_kept']:,} of {stats['rows_in']:,} rows ({stats['fraction_kept']:.1%}, keep {keep.value}"

@@ -84,6 +84,6 @@ def score(
     with console.progress_bar(f"{metric.value}: probes", quiet, unit="probes") as advance:
         scored = score_manifest(read_manifest(manifest), config, probes_dir, from_runs or (), advance)
     write_manifest(scored, output)
-    stats = scored.lineage("score")[-1]["stats"]
+    stats = scored.lineage()[-1].stats
     console.summary(quiet, f"{stats['column']}: mean {stats['mean']:.4g}, std {stats['std']:.4g} over "
                            f"{scored.num_rows:,} rows from {stats['probes']} probes -> {output}")  # fmt: skip

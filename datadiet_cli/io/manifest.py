@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from datadiet_cli import __version__
 from datadiet_cli.errors import ColumnError, ManifestError
 from datadiet_cli.io.files import atomic_path, to_jsonable
-from datadiet_cli.io.lineage import LineageStep
+from datadiet_cli.io.lineage import Lineage, LineageStep
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"datadiet"
@@ -143,10 +143,9 @@ class Manifest:
         meta.setdefault("lineage", []).append(step.to_json())
         return dataclasses.replace(self, meta=meta)
 
-    def lineage(self, command: str | None = None) -> list[dict[str, Any]]:
-        """Lineage entries, oldest first; only those of `command` when given."""
-        steps = list(self.meta.get("lineage", []))
-        return [s for s in steps if command is None or s.get("command") == command]
+    def lineage(self) -> Lineage:
+        """The steps that made this manifest, oldest first (typed; see io/lineage.py)."""
+        return Lineage.of(self.meta.get("lineage"), self.name)
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -38,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from datadiet_cli import __version__
-from datadiet_cli.errors import ColumnError, DatadietError, OptionError
-from datadiet_cli.io.files import file_digest
+from datadiet_cli.errors import ColumnError, DatadietError, OptionError, RunDirError
+from datadiet_cli.io.lineage import SCORING_COMMANDS, Lineage, RecordedFile
 from datadiet_cli.io.manifest import Manifest, read_manifest
 
 EVAL_FILE = "eval.json"
@@ -53,16 +52,11 @@ BALANCE_FIGURE = "class_balance.png"
 CLUSTER_FIGURE = "cluster_classes.png"
 EXTREMES_PREFIX = "extremes_"
 # Steps that compute scores: a prune before one of them made the set that was scored, not a pruned subset.
-SCORING_COMMANDS = ("score", "cluster")
 UNPRUNED = "none"
 RANDOM_POLICY = "keep random"  # the balance figure's reference curve (a score column may be called "random")  # metric and keep of a run trained on its whole starting set
 DPI = 150
 
 ProgressCallback = Callable[[int, int], None]
-
-
-class RunDirError(DatadietError):
-    """A run directory lacks what `report` reads (config.json from train, eval.json from evaluate)."""
 
 
 @dataclass(frozen=True)
@@ -234,28 +228,17 @@ class Report:
 # -- reading runs ---------------------------------------------------------------------------------
 
 
-def step_key(step: Mapping[str, Any]) -> str:
-    """Identity of a lineage step: its command, options, inputs' digests and sizes (not its time or argv)."""
-    essence = {
-        "command": step.get("command"),
-        "options": step.get("options"),
-        "inputs": [item.get("sha256") for item in step.get("inputs") or []],
-        "stats": step.get("stats"),
-    }
-    return hashlib.sha256(json.dumps(essence, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def describe_subset(lineage: Sequence[Mapping[str, Any]], rows: int) -> dict[str, Any]:
+def describe_subset(lineage: Lineage, rows: int) -> dict[str, Any]:
     """metric, keep, fraction, balanced, start_size, prune_seed, start_key, subset_key from a lineage.
 
     `rows` is the size of the trained set (the fraction and starting size of an unpruned run).
     """
-    last_prune = max((i for i, step in enumerate(lineage) if step.get("command") == "prune"), default=None)
+    last_prune = lineage.index_of_last("prune")
     scored_after = last_prune is not None and any(
-        step.get("command") in SCORING_COMMANDS for step in lineage[last_prune + 1 :]
+        step.command in SCORING_COMMANDS for step in lineage[last_prune + 1 :]
     )
     if last_prune is None or scored_after:
-        made_by = step_key(lineage[last_prune]) if last_prune is not None else "dataset"
+        made_by = lineage[last_prune].key() if last_prune is not None else "dataset"
         return {
             "metric": UNPRUNED,
             "keep": UNPRUNED,
@@ -267,23 +250,23 @@ def describe_subset(lineage: Sequence[Mapping[str, Any]], rows: int) -> dict[str
             "subset_key": made_by,
         }
     step = lineage[last_prune]
-    options, stats = step.get("options") or {}, step.get("stats") or {}
+    options, stats = step.options, step.stats
     keep = str(options.get("keep"))
     rows_in = int(stats.get("rows_in") or rows)
     requested = options.get("fraction")
     fraction = float(requested) if requested is not None else int(stats.get("rows_kept") or rows) / rows_in
     if keep == "window":
         keep = f"window@{float(options.get('window_start') or 0.0):g}"
-    earlier = [i for i, s in enumerate(lineage[:last_prune]) if s.get("command") == "prune"]
+    earlier = [i for i, s in enumerate(lineage[:last_prune]) if s.command == "prune"]
     return {
         "metric": "random" if keep == "random" else str(options.get("score")),
         "keep": keep,
         "fraction": fraction,
-        "balanced": any(s.get("command") == "balance" for s in lineage[last_prune + 1 :]),
+        "balanced": any(s.command == "balance" for s in lineage[last_prune + 1 :]),
         "start_size": rows_in,
         "prune_seed": int(options.get("seed") or 0),
-        "start_key": step_key(lineage[earlier[-1]]) if earlier else "dataset",
-        "subset_key": step_key(step),
+        "start_key": lineage[earlier[-1]].key() if earlier else "dataset",
+        "subset_key": step.key(),
     }
 
 
@@ -336,16 +319,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return document
 
 
-def _lineage_of(run_dir: Path, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _lineage_of(run_dir: Path, manifest: Mapping[str, Any]) -> Lineage:
     """The training manifest's lineage: from config.json, else from the unchanged manifest file itself."""
     if "lineage" in manifest:
-        return list(manifest["lineage"] or [])
-    path = Path(manifest.get("path") or "")
-    if manifest.get("path") and path.is_file() and file_digest(path) == manifest.get("sha256"):
-        return read_manifest(path).lineage()
+        return Lineage.of(manifest["lineage"], str(run_dir / CONFIG_FILE))
+    recorded = RecordedFile.of(manifest)
+    if recorded.unchanged():
+        return read_manifest(recorded.path).lineage()
     raise RunDirError(
         f"{run_dir / CONFIG_FILE}: records no lineage of its training manifest (an older datadiet) and "
-        f"{path or 'the manifest'} is gone or changed; train the run again with this datadiet"
+        f"{manifest.get('path') or 'the manifest'} is gone or changed; train the run again with this datadiet"
     )
 
 

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from datadiet_cli.errors import ManifestError, OptionError
-from datadiet_cli.io.files import file_digest
-from datadiet_cli.io.lineage import LineageStep
+from datadiet_cli.errors import LineageError, ManifestError, OptionError
+from datadiet_cli.io.lineage import LineageStep, Step
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.select.prune import Keep, PruneConfig, decimal_fraction, keep_count, policy_scores, selection_priority
 
@@ -161,25 +160,25 @@ def balance_score(sizes: np.ndarray) -> float:
 # -- manifests ----------------------------------------------------------------------------
 
 
-def last_prune_step(pruned: Manifest) -> dict[str, Any]:
-    steps = pruned.lineage("prune")
-    if not steps:
-        raise ManifestError(
+def last_prune_step(pruned: Manifest) -> Step:
+    step = pruned.lineage().last("prune")
+    if step is None:
+        raise LineageError(
             f"{pruned.name}: has no `prune` step in its lineage; pass a manifest written by `datadiet prune`"
         )
-    return steps[-1]
+    return step
 
 
 def recorded_prune_config(pruned: Manifest) -> PruneConfig:
     """The PruneConfig of PRUNED's last prune, rebuilt from its lineage options."""
-    options = dict(last_prune_step(pruned).get("options") or {})
+    options = dict(last_prune_step(pruned).options)
     known = {f.name for f in dataclasses.fields(PruneConfig)}
     try:
         values = {key: value for key, value in options.items() if key in known}
         values["keep"] = Keep(values.get("keep"))
         return PruneConfig(**values)
     except (ValueError, TypeError):
-        raise ManifestError(
+        raise LineageError(
             f"{pruned.name}: its `prune` lineage entry has unreadable options {options}; pass a manifest "
             "written by `datadiet prune`"
         ) from None
@@ -187,22 +186,12 @@ def recorded_prune_config(pruned: Manifest) -> PruneConfig:
 
 def recorded_full_path(pruned: Manifest) -> Path:
     """The file PRUNED's last prune read, checked to be unchanged (same sha256)."""
-    inputs = last_prune_step(pruned).get("inputs") or []
+    inputs = last_prune_step(pruned).inputs
     if not inputs:
-        raise ManifestError(
+        raise LineageError(
             f"{pruned.name}: its `prune` step recorded no input file; pass the full manifest with --full"
         )
-    recorded = inputs[0]
-    path = Path(recorded["path"])
-    if not path.is_file():
-        raise ManifestError(
-            f"{path}: the manifest {pruned.name} was pruned from is gone (moved or deleted); pass it with --full"
-        )
-    if file_digest(path) != recorded.get("sha256"):
-        raise ManifestError(
-            f"{path}: changed since {pruned.name} was pruned from it (sha256 differs); pass the full manifest with --full"
-        )
-    return path
+    return inputs[0].verified(f"the manifest {pruned.name} was pruned from", "pass the full manifest with --full")
 
 
 def kept_mask(pruned: Manifest, full: Manifest) -> np.ndarray:
@@ -230,7 +219,7 @@ def balance_manifest(pruned: Manifest, full: Manifest, config: BalanceConfig) ->
     kept = kept_mask(pruned, full)
     # The band of keep=window depends on how many rows the prune kept; use the count it recorded.
     n_keep = int(
-        (step.get("stats") or {}).get("rows_kept")
+        step.stats.get("rows_kept")
         or keep_count(full.num_rows, prune_config.fraction, prune_config.count)
     )
     priority = selection_priority(policy_scores(full, prune_config), prune_config, full.num_rows, n_keep)

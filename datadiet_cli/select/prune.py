@@ -143,6 +143,4 @@ def prune_manifest(manifest: Manifest, config: PruneConfig) -> Manifest:
 
 def full_size(manifest: Manifest) -> int:
     """Rows of the full dataset before any pruning: the input size of the first `prune` in the lineage."""
-    for step in manifest.lineage("prune"):
-        return int(step["stats"]["rows_in"])
-    return manifest.num_rows
+    return manifest.lineage().full_size(manifest.num_rows)

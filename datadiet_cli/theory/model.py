@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from datadiet_cli.data import seeds
-from datadiet_cli.errors import DatadietError, OptionError
+from datadiet_cli.errors import OptionError, SolverError
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 _GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(20)
@@ -78,10 +78,6 @@ class SimulationResult:
     epsilons: tuple[float, ...]  # per-draw test errors
     n_kept: int  # P = round(f·P_tot) examples the student is trained on
     alpha_prune: float  # n_kept / N
-
-
-class SolverError(DatadietError):
-    """The max-margin solver returned a point that fails the KKT optimality conditions."""
 
 
 # -- validation --------------------------------------------------------------------------------
