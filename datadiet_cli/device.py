@@ -17,7 +17,6 @@ def select_device(name: str = "auto") -> torch.device:
     """`auto`, `cpu`, `cuda`, `cuda:N` or `mps` -> a torch.device that exists on this machine."""
     import torch
 
-    name = str(getattr(name, "value", name))  # accepts the CLI's Device enum as well as a string
     has_cuda = torch.cuda.is_available()
     has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
     if name == "auto":

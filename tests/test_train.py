@@ -405,7 +405,11 @@ def test_train_command_errors_are_one_line(tiny: Manifest, tmp_path: Path) -> No
     assert result.exit_code == 2
     assert result.output.strip() == "error: --dynamics-epochs 9: the run has only 1 epochs"
     result = runner.invoke(app, [*args, "--recipe", "tiny"], env={"COLUMNS": "300"})
-    assert result.output.strip() == "error: --recipe tiny: unknown recipe; use one of cifar, imagenet, fast"
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: Invalid value for '--recipe': Value error, 'tiny' is not one of 'cifar', 'imagenet', 'fast'. "
+        "(see 'datadiet train --help')"
+    )
 
 
 # -- large images: streamed through a DataLoader --------------------------------------------------------

@@ -96,7 +96,7 @@ class Embeddings:
 # -- k-means ----------------------------------------------------------------------------------
 
 
-def kmeans_device(device: Any) -> str:
+def kmeans_device(device: str) -> str:
     """The torch device k-means runs on for a --device choice; MPS has no float64 for the centroid sums, so CPU."""
     from datadiet_cli.device import select_device
 

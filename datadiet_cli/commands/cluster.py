@@ -11,7 +11,16 @@ from datadiet_cli.errors import OptionError
 from datadiet_cli.io.files import check_output
 from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.io.tables import write_embeddings
-from datadiet_cli.options import Device, DeviceOption, InputManifest, OutputManifest, Quiet, RootOption, Seed
+from datadiet_cli.options import (
+    Device,
+    DeviceOption,
+    InferenceBatchSize,
+    InputManifest,
+    OutputManifest,
+    Quiet,
+    RootOption,
+    Seed,
+)
 
 
 def cluster(
@@ -81,7 +90,7 @@ def cluster(
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 128,
+    batch_size: InferenceBatchSize = 128,
     engine: Annotated[
         Engine,
         typer.Option(
@@ -122,7 +131,7 @@ def cluster(
             source,
             sources,
             config,
-            kmeans_device(device),
+            kmeans_device(device.value),
             progress,
             {"image_size": image_size, "batch_size": batch_size, "device": device.value},
         )

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.options import DeviceOption, Quiet, RootOption
+from datadiet_cli.options import Device, DeviceOption, InferenceBatchSize, Quiet, RootOption
 
 RunDirArgument = Annotated[Path, typer.Argument(help="Run directory written by `datadiet train`.", show_default=False)]
 TestManifest = Annotated[
@@ -22,7 +22,6 @@ PredictionsOutput = Annotated[
         help="Also write per-example predictions (id, label, predicted, p_label, loss) as Parquet.", show_default=False
     ),
 ]
-BatchSize = Annotated[int, typer.Option(help="Images per forward pass.")]
 
 
 def evaluate(
@@ -30,8 +29,8 @@ def evaluate(
     test_manifest: TestManifest,
     output: MetricsOutput = None,
     predictions: PredictionsOutput = None,
-    device: DeviceOption = "auto",  # type: ignore[assignment]
-    batch_size: BatchSize = 512,
+    device: DeviceOption = Device.auto,
+    batch_size: InferenceBatchSize = 512,
     root: RootOption = None,
     quiet: Quiet = False,
 ) -> None:
@@ -51,7 +50,7 @@ def evaluate(
             manifest,
             output=output,
             predictions_path=predictions,
-            device=getattr(device, "value", device),
+            device=device.value,
             batch_size=batch_size,
             root=root,
             progress=progress,

@@ -8,9 +8,18 @@ import typer
 from datadiet_cli import console
 from datadiet_cli.io.files import check_output
 from datadiet_cli.io.manifest import read_manifest, write_manifest
-from datadiet_cli.options import Device, DeviceOption, InputManifest, OutputManifest, Quiet, Seed
+from datadiet_cli.options import (
+    ArchOption,
+    Device,
+    DeviceOption,
+    InputManifest,
+    OutputManifest,
+    Quiet,
+    RecipeOption,
+    Seed,
+)
 from datadiet_cli.score.scoring import GrandMode, Metric, ProbeSchedule, ScoreConfig, score_manifest
-from datadiet_cli.train.recipes import Augment
+from datadiet_cli.train.recipes import Augment, RecipeName
 
 
 def score(
@@ -31,10 +40,8 @@ def score(
             "schedule stopped after them, at a still-high learning rate (Paul et al.'s EL2N protocol)."
         ),
     ] = ProbeSchedule.compressed,
-    recipe: Annotated[
-        str, typer.Option(help="Probe training recipe: cifar, imagenet or fast (see train --help).")
-    ] = "cifar",
-    arch: Annotated[str | None, typer.Option(help="Probe network (default: the recipe's).", show_default=False)] = None,
+    recipe: RecipeOption = RecipeName.cifar,
+    arch: ArchOption = None,
     augment: Annotated[
         Augment | None,
         typer.Option(
@@ -67,7 +74,7 @@ def score(
         int, typer.Option(help="Probes trained in parallel processes (one per GPU where several exist).")
     ] = 1,
     seed: Seed = 0,
-    device: DeviceOption = "auto",  # type: ignore[assignment]
+    device: DeviceOption = Device.auto,
     quiet: Quiet = False,
 ) -> None:
     """Add a difficulty score column computed from probe models that datadiet trains itself.
@@ -77,8 +84,8 @@ def score(
     Example: datadiet score train.parquet -o scored.parquet --metric el2n --probes 10 --probe-epochs 20
     """
     check_output(output, manifest)
-    config = ScoreConfig(metric=metric, probes=probes, probe_epochs=probe_epochs, probe_schedule=probe_schedule, recipe=recipe, arch=arch, augment=augment, seed=seed,
-                         variant=variant, subset=subset, grand_mode=grand_mode, device=Device(device).value,
+    config = ScoreConfig(metric=metric, probes=probes, probe_epochs=probe_epochs, probe_schedule=probe_schedule, recipe=recipe.value, arch=arch, augment=augment, seed=seed,
+                         variant=variant, subset=subset, grand_mode=grand_mode, device=device.value,
                          jobs=jobs, column=column)  # fmt: skip
     probes_dir = probes_dir or output.with_suffix(".probes")
     with console.progress_bar(f"{metric.value}: probes", quiet, unit="probes") as advance:

@@ -8,9 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.options import DeviceOption, InputManifest, Quiet, RootOption, Seed
+from datadiet_cli.options import ArchOption, Device, DeviceOption, InputManifest, Quiet, RecipeOption, RootOption, Seed
 from datadiet_cli.train.recipes import (
-    RECIPES,
     Augment,
     Precision,
     TrainConfig,
@@ -25,16 +24,6 @@ def _option(help: str, **extra: Any) -> Any:
 
 
 RunDir = Annotated[Path, typer.Option("--output", "-o", help="Run directory to create (or continue with --resume).")]
-RecipeName = Annotated[
-    str,
-    _option(
-        f"Settings to start from: {', '.join(RECIPES)}. cifar and imagenet are the paper's (App. B); fast "
-        "trains a small CNN on a CPU in minutes. Every field can be overridden below.",
-    ),
-]
-Arch = Annotated[
-    str | None, _option("Network: smallcnn, resnet18, resnet50 or torchvision:NAME (default: the recipe's).")
-]
 Epochs = Annotated[int | None, _option("Passes over the kept data (default: the recipe's).")]
 BatchSize = Annotated[int | None, _option("Images per SGD step (default: the recipe's).")]
 Lr = Annotated[float | None, _option("Peak learning rate (imagenet: per 256 images) (default: the recipe's).")]
@@ -83,8 +72,8 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in -o f
 def train(
     manifest: InputManifest,
     output: RunDir,
-    recipe: RecipeName,
-    arch: Arch = None,
+    recipe: RecipeOption,
+    arch: ArchOption = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     lr: Lr = None,
@@ -98,7 +87,7 @@ def train(
     augment: AugmentOption = None,
     matched_iterations: MatchedIterations = 0.0,
     stop_after: StopAfter = None,
-    device: DeviceOption = "auto",  # type: ignore[assignment]
+    device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     seed: Seed = 0,
     record_dynamics: RecordDynamics = False,
@@ -122,7 +111,7 @@ def train(
     overrides |= dict(label_smoothing=label_smoothing, augment=augment)
     config = TrainConfig(
         recipe=recipe_with(recipe, **overrides),
-        device=getattr(device, "value", device),
+        device=device.value,
         seed=seed,
         matched_iterations=matched_iterations,
         stop_after=stop_after,

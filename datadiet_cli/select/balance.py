@@ -218,10 +218,7 @@ def balance_manifest(pruned: Manifest, full: Manifest, config: BalanceConfig) ->
     groups = full.groups(Group(config.by).value)
     kept = kept_mask(pruned, full)
     # The band of keep=window depends on how many rows the prune kept; use the count it recorded.
-    n_keep = int(
-        step.stats.get("rows_kept")
-        or keep_count(full.num_rows, prune_config.fraction, prune_config.count)
-    )
+    n_keep = int(step.stats.get("rows_kept") or keep_count(full.num_rows, prune_config.fraction, prune_config.count))
     priority = selection_priority(policy_scores(full, prune_config), prune_config, full.num_rows, n_keep)
     result = balance(groups, kept, priority, config.min_ratio)
 

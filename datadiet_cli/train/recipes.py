@@ -110,9 +110,20 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def recipe_with(name: str, **overrides: Any) -> Recipe:
+class RecipeName(str, enum.Enum):
+    """The names `--recipe` takes: one per entry of RECIPES."""
+
+    cifar = "cifar"
+    imagenet = "imagenet"
+    fast = "fast"
+
+
+assert [name.value for name in RecipeName] == list(RECIPES), "RecipeName must list RECIPES in order"
+
+
+def recipe_with(name: str | RecipeName, **overrides: Any) -> Recipe:
     """A named recipe with the given fields replaced; None values keep the recipe's default."""
-    if name not in RECIPES:
+    if name not in RECIPES:  # a RecipeName equals its value, so both spellings look up alike
         raise OptionError(f"--recipe {name}: unknown recipe; use one of {', '.join(RECIPES)}")
     changes = {key: value for key, value in overrides.items() if value is not None}
     recipe = dataclasses.replace(RECIPES[name], **changes)
