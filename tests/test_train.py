@@ -22,8 +22,10 @@ from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.data.seeds import epoch_order, id_hashes
 from datadiet_cli.errors import ColumnError, OptionError
 from datadiet_cli.io.manifest import Manifest, write_manifest
+from datadiet_cli.io.rundir import CHECKPOINT_FILE, RunDir
 from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest
-from datadiet_cli.train.loop import CHECKPOINT_FILE, TrainProgress, dynamics_matrix, read_dynamics, train_run
+from datadiet_cli.train.dynamics import dynamics_matrix
+from datadiet_cli.train.loop import TrainProgress, train_run
 from datadiet_cli.train.models import build_model
 from datadiet_cli.train.recipes import (
     RECIPES,
@@ -271,7 +273,9 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny: Manifes
     lines = (tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     for column in ("loss", "p_label", "epoch"):
-        assert np.array_equal(read_dynamics(tmp_path / "whole")[column], read_dynamics(tmp_path / "broken")[column])
+        assert np.array_equal(
+            RunDir(tmp_path / "whole").read_dynamics()[column], RunDir(tmp_path / "broken").read_dynamics()[column]
+        )
 
 
 def test_stop_after_is_the_start_of_the_full_schedule_not_a_shorter_one(tiny: Manifest, tmp_path: Path) -> None:
@@ -322,7 +326,7 @@ def test_unlabeled_rows_and_missing_devices_are_one_line_errors(tiny: Manifest, 
 
 def test_dynamics_have_one_row_per_example_epoch_and_source(tiny: Manifest, tmp_path: Path) -> None:
     train_run(tiny, tiny_config(record_dynamics=True, dynamics_epochs=(2,)), tmp_path / "run")
-    dynamics = read_dynamics(tmp_path / "run")
+    dynamics = RunDir(tmp_path / "run").read_dynamics()
     ids = tiny.ids()
     train_rows = dynamics["source"] == "train"
     assert train_rows.sum() == 2 * 60 and (~train_rows).sum() == 60
@@ -340,7 +344,7 @@ def test_eval_dynamics_match_a_forward_pass_of_the_final_model(tiny: Manifest, t
     from datadiet_cli.train.evaluate import predict
 
     train_run(tiny, tiny_config(record_dynamics=True), tmp_path / "run")
-    dynamics = read_dynamics(tmp_path / "run")
+    dynamics = RunDir(tmp_path / "run").read_dynamics()
     evaluated = dynamics["source"] == "eval"
     predictions = predict(tmp_path / "run", tiny, device="cpu")
     row_of = {example_id: row for row, example_id in enumerate(predictions.ids)}
@@ -372,7 +376,7 @@ def test_train_dynamics_are_measured_before_the_update_on_the_training_batch(tin
     labels = torch.from_numpy(tiny.labels()[first_batch])
     expected_loss = F.cross_entropy(logits, labels, reduction="none").numpy()
 
-    dynamics = read_dynamics(tmp_path / "run")
+    dynamics = RunDir(tmp_path / "run").read_dynamics()
     loss_of = dict(zip(dynamics["id"], dynamics["loss"], strict=True))
     recorded = np.array([loss_of[i] for i in tiny.ids()[first_batch]])
     np.testing.assert_allclose(recorded, expected_loss, rtol=1e-4, atol=1e-5)
@@ -435,7 +439,7 @@ def test_images_of_varying_size_stream_through_workers(tmp_path: Path) -> None:
 
     settings = json.loads((tmp_path / "run" / "config.json").read_text())
     assert settings["model"]["in_memory"] is False and settings["model"]["image_size"] == 32
-    assert result.steps == 3 and len(read_dynamics(tmp_path / "run")["id"]) == 12 + 12  # train + eval pass
+    assert result.steps == 3 and len(RunDir(tmp_path / "run").read_dynamics()["id"]) == 12 + 12  # train + eval pass
     test = ingest_source(IngestConfig(source=str(tmp_path / "data"), split=Split.test))
     report = evaluate_run(tmp_path / "run", test, device="cpu", workers=0)
     assert report["n"] == 12 and 0 <= report["top1"] <= 1

@@ -41,6 +41,7 @@ def evaluate(
     Example: datadiet evaluate runs/kept test.parquet --predictions runs/kept/test-predictions.parquet
     """
     from datadiet_cli.io.manifest import read_manifest
+    from datadiet_cli.io.rundir import RunDir
     from datadiet_cli.train.evaluate import evaluate_run
 
     manifest = read_manifest(test_manifest)
@@ -56,7 +57,7 @@ def evaluate(
             progress=progress,
         )
     if not quiet:
-        print_report(report, output or run_dir / "eval.json")
+        print_report(report, output or RunDir(run_dir).eval_path)
 
 
 def print_report(report: dict[str, Any], output: Path) -> None:

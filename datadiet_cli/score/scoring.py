@@ -31,9 +31,9 @@ import numpy as np
 
 from datadiet_cli.data import seeds
 from datadiet_cli.errors import DatadietError, OptionError
-from datadiet_cli.io.files import file_digest
 from datadiet_cli.io.lineage import LineageStep
 from datadiet_cli.io.manifest import Manifest, read_manifest, write_manifest
+from datadiet_cli.io.rundir import RunDir
 from datadiet_cli.score import metrics
 from datadiet_cli.train.recipes import Augment
 
@@ -143,7 +143,7 @@ def check_config(config: ScoreConfig, from_runs: Sequence[Path]) -> None:
                 "a truncated schedule stops inside the recipe (or use --probe-schedule compressed)"
             )
     for run in from_runs:
-        if not (Path(run) / "checkpoint.pt").is_file():
+        if not RunDir(run).has_checkpoint():
             raise OptionError(f"--from-runs {run}: not a finished `datadiet train` run (no checkpoint.pt)")
 
 
@@ -155,8 +155,7 @@ def _pixels_or_none(manifest: Manifest) -> np.ndarray | None:
 
 
 def _checkpoint_digest(run: Path) -> str | None:
-    checkpoint = Path(run) / "checkpoint.pt"
-    return file_digest(checkpoint) if checkpoint.is_file() else None
+    return RunDir(run).checkpoint_digest()
 
 
 # -- training the probes ---------------------------------------------------------------------------
@@ -253,7 +252,7 @@ def _train_probe(manifest: Manifest, config: ScoreConfig, job: ProbeJob, pixels:
             write_manifest(manifest.take(job.rows), subset_path)
         subset = read_manifest(subset_path)
         subset_pixels = None if pixels is None else pixels[job.rows]
-    resume = (job.run_dir / "checkpoint.pt").is_file()
+    resume = RunDir(job.run_dir).has_checkpoint()
     train_run(subset, train_config, job.run_dir, resume=resume, pixels=subset_pixels)
     return job.run_dir
 
@@ -296,9 +295,11 @@ def probabilities(manifest: Manifest, run: Path, config: ScoreConfig, pixels: np
 
 def training_correctness(manifest: Manifest, run: Path) -> np.ndarray:
     """(T, N) bool: was each example classified correctly when trained on, epoch by epoch."""
-    from datadiet_cli.train.loop import dynamics_matrix, read_dynamics
+    from datadiet_cli.train.dynamics import dynamics_matrix
 
-    _, correct = dynamics_matrix(read_dynamics(run), manifest.ids(), "correct", "train")  # (T, N), NaN = unseen
+    _, correct = dynamics_matrix(
+        RunDir(run).read_dynamics(), manifest.ids(), "correct", "train"
+    )  # (T, N), NaN = unseen
     unseen = np.isnan(correct).all(axis=0)
     if unseen.any():
         first = manifest.ids()[np.flatnonzero(unseen)[0]]
@@ -311,9 +312,7 @@ def training_correctness(manifest: Manifest, run: Path) -> np.ndarray:
 
 def training_membership(manifest: Manifest, run: Path) -> np.ndarray:
     """(N,) bool: which examples were in the probe's training set (from its recorded manifest)."""
-    from datadiet_cli.train.loop import read_run_config
-
-    recorded = read_run_config(run)["manifest"]
+    recorded = RunDir(run).finished_config()["manifest"]
     path = recorded.get("path")
     if not path or not Path(path).is_file():
         raise DatadietError(

@@ -10,7 +10,6 @@ Imports torch at module level: the CLI imports this module inside the `evaluate`
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +23,13 @@ import torch.nn.functional as F
 from datadiet_cli.data.batches import ImageData, load_data
 from datadiet_cli.device import select_device
 from datadiet_cli.errors import DatasetError, ManifestError
-from datadiet_cli.io.files import atomic_path, describe_file
+from datadiet_cli.io.files import describe_file
 from datadiet_cli.io.manifest import Manifest
+from datadiet_cli.io.rundir import RunDir
 from datadiet_cli.io.tables import write_table
-from datadiet_cli.train.loop import load_trained_model, normalisation_of, predict_batches, read_run_config, use_bf16
+from datadiet_cli.train.loop import load_trained_model, normalisation_of, predict_batches, use_bf16
 from datadiet_cli.train.recipes import Precision, recipe_from_json
 
-EVAL_FILE = "eval.json"
 TOP_K = 5
 
 ProgressCallback = Callable[[int, int], None]
@@ -45,7 +44,7 @@ class Predictions:
 
 
 def model_and_data(
-    run_dir: Path | str,
+    run_dir: Path | str | RunDir,
     manifest: Manifest,
     *,
     device: str = "auto",
@@ -57,7 +56,7 @@ def model_and_data(
     (same normalisation, same in-memory or streamed path), and whether to autocast to bf16."""
     chosen = select_device(device)
     model, settings = load_trained_model(run_dir, chosen)
-    check_classes(manifest, settings["classes"], Path(run_dir))
+    check_classes(manifest, settings["classes"], RunDir.of(run_dir).path)
     spec = settings["model"]
     if spec["in_memory"] and pixels is None:
         check_image_shape(manifest, settings)
@@ -78,7 +77,7 @@ def model_and_data(
 
 
 def predict(
-    run_dir: Path | str,
+    run_dir: Path | str | RunDir,
     manifest: Manifest,
     *,
     device: str = "auto",
@@ -89,8 +88,9 @@ def predict(
     progress: ProgressCallback | None = None,
 ) -> Predictions:
     """Class probabilities of every row of `manifest` under the run's model (no augmentation)."""
-    model, data, bf16 = model_and_data(run_dir, manifest, device=device, root=root, workers=workers, pixels=pixels)
-    num_classes = int(read_run_config(run_dir)["model"]["num_classes"])
+    run = RunDir.of(run_dir)
+    model, data, bf16 = model_and_data(run, manifest, device=device, root=root, workers=workers, pixels=pixels)
+    num_classes = int(run.finished_config()["model"]["num_classes"])
     logits = torch.empty(data.count, num_classes)  # (N, C) on the host
     for positions, batch_logits in predict_batches(model, data, batch_size, bf16):
         logits[positions.cpu()] = batch_logits.cpu()
@@ -153,25 +153,23 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate the run on a labeled manifest; writes `output` (default RUN_DIR/eval.json) atomically
     and, when asked, per-example predictions (id, label, predicted, p_label, loss) as Parquet."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     manifest.labels()  # every test example needs a label: one-line error otherwise
     started = time.perf_counter()
     predictions = predict(
-        run_dir, manifest, device=device, batch_size=batch_size, root=root, workers=workers, progress=progress
+        run, manifest, device=device, batch_size=batch_size, root=root, workers=workers, progress=progress
     )
-    classes = list(json.loads((run_dir / "config.json").read_text())["classes"])
+    classes = list(run.finished_config()["classes"])
     metrics = classification_metrics(predictions.probs, predictions.labels, predictions.loss, classes)
     source = manifest.source if manifest.source is not None and Path(manifest.source).is_file() else None
     report = {
         **metrics,
-        "run_dir": str(run_dir.resolve()),
+        "run_dir": str(run.path.resolve()),
         "test_manifest": describe_file(source) if source else None,
         "device": str(select_device(device)),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    output = Path(output) if output is not None else run_dir / EVAL_FILE
-    with atomic_path(output) as temporary:
-        temporary.write_text(json.dumps(report, indent=2) + "\n")
+    run.write_eval(report, output)
     if predictions_path is not None:
         write_predictions(predictions, Path(predictions_path), report)
     return report

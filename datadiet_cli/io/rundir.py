@@ -1,0 +1,239 @@
+"""The run folder of `datadiet train` (and `evaluate`): the one module that knows its files.
+
+    RUN_DIR/config.json       every setting, the input manifest's digest and lineage, classes, model
+    RUN_DIR/metrics.jsonl     one line per finished epoch
+    RUN_DIR/checkpoint.pt     model, optimizer, step and RNG states after the last finished epoch
+    RUN_DIR/dynamics.parquet  per example, epoch and source: loss, correct, p_label, el2n, margin
+    RUN_DIR/eval.json         what `datadiet evaluate` measured (default output)
+
+Every write is atomic, so the folder always describes the last finished epoch; a checkpoint is
+written last, so its presence means everything of its epoch is on disk. torch is imported only
+by the checkpoint methods: `report` reads run folders without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datadiet_cli.errors import OptionError, RunDirError
+from datadiet_cli.io.files import atomic_path, file_digest
+from datadiet_cli.io.tables import read_table, write_table
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+DYNAMICS_FILE = "dynamics.parquet"
+EVAL_FILE = "eval.json"
+# Per-epoch dynamics shards, merged into dynamics.parquet when the run ends (and kept across --resume).
+DYNAMICS_PARTS = ".dynamics-parts"
+# Settings that may change on --resume without changing what is trained.
+RESUMABLE_CHANGES = ("device", "workers", "root")
+
+
+class RunDir:
+    """A run folder; reads config.json once and owns every file in the folder."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._config: dict[str, Any] | None = None
+
+    @staticmethod
+    def of(run_dir: Path | str | RunDir) -> RunDir:
+        """The same RunDir when given one (so config.json is read once across calls), else a new one."""
+        return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / EVAL_FILE
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_path.is_file()
+
+    # -- config.json -------------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """config.json, read once; one-line errors for a missing folder or an unreadable file."""
+        if self._config is None:
+            if not self.path.is_dir():
+                raise RunDirError(
+                    f"{self.path}: no such run directory; create it with `datadiet train ... -o {self.path}`"
+                )
+            if not (self.path / CONFIG_FILE).is_file():
+                raise RunDirError(
+                    f"{self.path}: not a training run (no {CONFIG_FILE}); create it with `datadiet train`"
+                )
+            self._config = _read_json(self.path / CONFIG_FILE)
+        return self._config
+
+    def finished_config(self) -> dict[str, Any]:
+        """config.json of a run that has finished at least one epoch (it has a checkpoint)."""
+        if self.path.is_dir() and not ((self.path / CONFIG_FILE).is_file() and self.has_checkpoint()):
+            raise RunDirError(
+                f"{self.path}: not a finished training run (no {CONFIG_FILE} or {CHECKPOINT_FILE}); "
+                "run `datadiet train` first"
+            )
+        return self.config()
+
+    def open(self, settings: Mapping[str, Any], resume: bool) -> int:
+        """Check the folder and write config.json; the epoch to continue after (0 = start fresh).
+
+        With `resume`, the recorded settings must match `settings` except RESUMABLE_CHANGES.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise OptionError(f"{self.path}: is a file; -o takes a directory for the run")
+        config_exists = (self.path / CONFIG_FILE).exists()
+        if not resume and (config_exists or self.checkpoint_path.exists()):
+            raise OptionError(
+                f"{self.path}: already holds a training run; pass --resume to continue it or choose another -o"
+            )
+        if resume and not config_exists:
+            raise OptionError(
+                f"--resume: {self.path} holds no training run (no {CONFIG_FILE}); drop --resume to start one"
+            )
+        if resume:
+            _check_resumable(self.path, self.config(), settings)
+            if self.has_checkpoint():
+                epoch = int(self.load_checkpoint("cpu")["epoch"])
+                self._discard_dynamics_after(epoch)
+                return epoch
+        self._discard_dynamics_after(0)
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path / CONFIG_FILE) as temporary:
+            temporary.write_text(json.dumps(settings, indent=2) + "\n")
+        self._config = json.loads(json.dumps(settings))
+        return 0
+
+    # -- metrics.jsonl -----------------------------------------------------------------------------
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """One dict per finished epoch ([] before the first)."""
+        path = self.path / METRICS_FILE
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        with atomic_path(self.path / METRICS_FILE) as temporary:
+            temporary.write_text("".join(json.dumps(line) + "\n" for line in history))
+
+    # -- checkpoint.pt -----------------------------------------------------------------------------
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Tensors and plain values only: it is loaded back with weights_only=True."""
+        import torch
+
+        with atomic_path(self.checkpoint_path) as temporary:
+            torch.save(dict(state), temporary)
+
+    def load_checkpoint(self, map_location: Any) -> dict[str, Any]:
+        """The checkpoint's state dict, loaded without running code from the file (weights_only)."""
+        import torch
+
+        if not self.has_checkpoint():
+            raise RunDirError(f"{self.checkpoint_path}: no such checkpoint; train the run first")
+        try:
+            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
+        except Exception as error:  # torch raises many kinds for a damaged file
+            raise RunDirError(
+                f"{self.checkpoint_path}: unreadable checkpoint ({type(error).__name__}); train the run again"
+            ) from None
+
+    def checkpoint_digest(self) -> str | None:
+        """sha256 of the checkpoint (None before the first epoch ends): identifies the weights scored."""
+        return file_digest(self.checkpoint_path) if self.has_checkpoint() else None
+
+    # -- dynamics ----------------------------------------------------------------------------------
+
+    def write_dynamics_part(self, columns: Mapping[str, np.ndarray], epoch: int, source: str) -> None:
+        write_table(columns, self.path / DYNAMICS_PARTS / f"epoch-{epoch:05d}-{source}.parquet", {})
+
+    def merge_dynamics(self, metadata: Mapping[str, Any]) -> None:
+        """Concatenate the per-epoch parts into dynamics.parquet (by epoch, then train before eval)."""
+        parts_dir = self.path / DYNAMICS_PARTS
+        parts = sorted(parts_dir.glob("epoch-*.parquet"), key=lambda p: (p.stem.split("-")[1], p.stem.endswith("eval")))
+        if not parts:
+            return  # merged already (a --resume of a finished run)
+        tables = [read_table(part) for part in parts]
+        merged = {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
+        write_table(merged, self.path / DYNAMICS_FILE, metadata)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+
+    def read_dynamics(self) -> dict[str, np.ndarray]:
+        """dynamics.parquet as columns: id, epoch, source, loss, correct, p_label, el2n, margin."""
+        path = self.path / DYNAMICS_FILE
+        if not path.is_file():
+            raise RunDirError(f"{path}: no such file; train with --record-dynamics to write it")
+        return read_table(path)
+
+    def _discard_dynamics_after(self, epoch: int) -> None:
+        """Parts written after the last checkpoint belong to an epoch that will run again."""
+        for part in (self.path / DYNAMICS_PARTS).glob("epoch-*.parquet"):
+            if int(part.stem.split("-")[1]) > epoch:
+                part.unlink()
+
+    # -- eval.json ---------------------------------------------------------------------------------
+
+    def write_eval(self, report: Mapping[str, Any], output: Path | None = None) -> Path:
+        """Write evaluate's metrics to `output` (default RUN_DIR/eval.json), atomically."""
+        target = Path(output) if output is not None else self.eval_path
+        with atomic_path(target) as temporary:
+            temporary.write_text(json.dumps(report, indent=2) + "\n")
+        return target
+
+    def read_eval(self) -> dict[str, Any]:
+        self.config()  # a missing folder or config.json is named before a missing eval.json
+        if not self.eval_path.is_file():
+            raise RunDirError(
+                f"{self.path}: has no {EVAL_FILE}; run `datadiet evaluate {self.path} TEST.parquet` first"
+            )
+        return _read_json(self.eval_path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunDirError(f"{path}: is not valid JSON ({error}); write it again with datadiet") from None
+    if not isinstance(document, dict):
+        raise RunDirError(f"{path}: is not a JSON object; write it again with datadiet")
+    return document
+
+
+def _check_resumable(path: Path, recorded: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+    old, new = _resume_key(recorded), _resume_key(settings)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            what = "the input manifest" if key == "manifest" else key.replace("recipe.", "")
+            raise OptionError(
+                f"--resume: {path} was trained with {what} = {old.get(key)!r}, not {new.get(key)!r}; "
+                "resume with the same input and settings, or choose another -o"
+            )
+
+
+def _resume_key(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that must match for --resume to continue the same run."""
+    config = {k: v for k, v in settings["config"].items() if k not in RESUMABLE_CHANGES}
+    return {"manifest": settings["manifest"]["content_sha256"], **_flatten(config)}
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
