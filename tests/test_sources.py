@@ -15,7 +15,7 @@ from PIL import Image
 from datadiet_cli.data import sources
 from datadiet_cli.data.images import load_images, open_image
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
-from datadiet_cli.data.sources.base import ContainerSource, Listing, Location, ProgressCallback
+from datadiet_cli.data.sources.base import ContainerSource, DatasetSource, Listing, Location, ProgressCallback
 from datadiet_cli.errors import DatasetError
 from datadiet_cli.io.manifest import Manifest, read_manifest, write_manifest
 
@@ -25,9 +25,10 @@ class Tiny:
     """A small dataset of one format, and what ingest and load_images must make of it."""
 
     source: str  # the SOURCE argument
-    ids: list[str]
-    labels: list[int]
-    pixels: np.ndarray  # uint8 (N, H, W, C), rows in listing order
+    ids: list[str]  # the ids ingest must give, in row order
+    labels: list[int]  # their labels
+    pixels: np.ndarray  # uint8 (N, H, W, C) that load_images must give, in row order
+    split: Split | None = None  # the --split to ingest
 
 
 def tiny_imagefolder(tmp_path: Path) -> Tiny:
@@ -63,7 +64,7 @@ def tiny_digits(tmp_path: Path) -> Tiny:
     rows = [row for row, seen in enumerate(seen_of_class) if seen % 5 == 0]  # every 5th of each class is test
     # round-half-up(v * 255 / 16) in integers: floor((v * 255 + 8) / 16)
     pixels = ((digits.images[rows].astype(np.int64) * 255 + 8) // 16).astype(np.uint8)[..., None]
-    return Tiny("builtin:digits", [f"{row:04d}" for row in rows], digits.target[rows].tolist(), pixels)
+    return Tiny("builtin:digits", [f"{row:04d}" for row in rows], digits.target[rows].tolist(), pixels, Split.test)
 
 
 # One tiny dataset per registered kind: a source added to the registry without one fails here.
@@ -79,10 +80,11 @@ def written_and_read(manifest: Manifest, tmp_path: Path) -> Manifest:
 
 
 @pytest.mark.parametrize("source", sources.SOURCES, ids=lambda source: source.kind)
-def test_every_source_round_trips_a_tiny_dataset(source, tmp_path: Path, isolated_pixel_cache: Path) -> None:
+def test_every_source_round_trips_a_tiny_dataset(
+    source: DatasetSource, tmp_path: Path, isolated_pixel_cache: Path
+) -> None:
     tiny = TINY[source.kind](tmp_path)
-    split = Split.test if source.kind == "builtin" else None
-    manifest = written_and_read(ingest_source(IngestConfig(source=tiny.source, split=split)), tmp_path)
+    manifest = written_and_read(ingest_source(IngestConfig(source=tiny.source, split=tiny.split)), tmp_path)
 
     assert manifest.meta["dataset"]["kind"] == source.kind
     assert sources.source_of(manifest.meta["dataset"], manifest.name) is source
@@ -93,8 +95,10 @@ def test_every_source_round_trips_a_tiny_dataset(source, tmp_path: Path, isolate
     np.testing.assert_array_equal(load_images(manifest), tiny.pixels)  # again, from the cache
     assert len(list((isolated_pixel_cache / "pixels").glob("*.npy"))) == 1
     for row in (0, len(tiny.ids) - 1):
-        image = np.asarray(open_image(manifest, row))
-        np.testing.assert_array_equal(image, tiny.pixels[row, :, :, 0] if image.ndim == 2 else tiny.pixels[row])
+        grayscale = tiny.pixels.shape[3] == 1
+        image = open_image(manifest, row)
+        assert image.mode == ("L" if grayscale else "RGB")
+        np.testing.assert_array_equal(np.asarray(image), tiny.pixels[row, :, :, 0] if grayscale else tiny.pixels[row])
 
 
 def test_digits_round_trip_spot_values() -> None:
