@@ -28,7 +28,8 @@ from timing import best_of
 
 from datadiet_cli import __version__
 from datadiet_cli.data.images import load_images
-from datadiet_cli.data.ingest import IMG_EXTENSIONS, IngestConfig, ingest_source
+from datadiet_cli.data.ingest import IngestConfig, ingest_source
+from datadiet_cli.data.sources.imagefolder import IMG_EXTENSIONS
 
 
 def walk_listing(tree: Path) -> list[str]:

@@ -10,8 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
-from datadiet_cli.data.images import digits_to_uint8, load_images
-from datadiet_cli.data.ingest import IMG_EXTENSIONS, IngestConfig, Split, digits_split, ingest_source, sample_per_class
+from datadiet_cli.data.images import load_images
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source, sample_per_class
+from datadiet_cli.data.sources.digits import digits_split, digits_to_uint8
+from datadiet_cli.data.sources.imagefolder import IMG_EXTENSIONS
 from datadiet_cli.errors import DatasetError, OptionError
 from datadiet_cli.io.manifest import read_manifest
 

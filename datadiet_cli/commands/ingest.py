@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source, locate_source
+from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.io.files import check_output
 from datadiet_cli.io.manifest import write_manifest
 from datadiet_cli.options import OutputManifest, Quiet, Seed
@@ -48,9 +48,8 @@ def ingest(
     """
     check_output(output)
     config = IngestConfig(source=source, split=split, per_class=per_class, seed=seed)
-    located = locate_source(config)  # errors about SOURCE itself come before any progress bar
-    with console.progress_bar("listing", quiet or located.kind != "imagefolder", unit="classes") as progress:
-        manifest = ingest_source(config, progress, located)
+    with console.progress_bar("listing", quiet, unit="classes") as progress:
+        manifest = ingest_source(config, progress)
     write_manifest(manifest, output)
     dataset = manifest.meta["dataset"]
     shape = "x".join(str(v) for v in dataset["image_shape"]) if dataset["image_shape"] else "varying sizes"

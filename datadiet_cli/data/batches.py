@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from datadiet_cli.data import images
+from datadiet_cli.data.sources.base import channels_of_mode, pil_mode_for_channels
 from datadiet_cli.errors import DatasetError
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.train.models import SMALL_IMAGE_MAX_SIDE
@@ -234,7 +235,7 @@ def streamed_transform(recipe: Recipe, augment: Augment, channels: int) -> objec
     from torchvision.transforms import v2
 
     size = recipe.image_size
-    mode = images.pil_mode_for_channels(channels)
+    mode = pil_mode_for_channels(channels)
     steps: list[object] = [v2.Lambda(lambda image: image.convert(mode))]
     if augment is Augment.resized_crop_flip:
         steps += [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
@@ -265,7 +266,7 @@ class StreamedData(ImageData):
         self.manifest, self.recipe, self.device, self.root = manifest, recipe, device, root
         self.count = manifest.num_rows
         self.image_size = recipe.image_size
-        self.in_channels = in_channels or images.channels_of_mode(images.open_image(manifest, 0, root).mode)
+        self.in_channels = in_channels or channels_of_mode(images.open_image(manifest, 0, root).mode)
         self.workers, self.channels_last = workers, channels_last
         self.labels = torch.from_numpy(label_array(manifest)).to(device)
         self.normalisation = normalisation or self.estimate_normalisation()
