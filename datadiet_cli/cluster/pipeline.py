@@ -56,7 +56,7 @@ def cluster_manifest(manifest: Manifest, job: ClusterJob, phase: PhaseProgress =
     if job.keep_embeddings and n_sources != 1:
         raise OptionError(f"--save-embeddings writes one source's embeddings; {n_sources} were given")
     device = kmeans_device(job.embed.device)
-    resolve_engine(job.cluster.engine, device, job.cluster.spherical)  # an engine the device lacks fails now
+    resolve_engine(job.cluster.engine, device, job.cluster.spherical)  # e.g. faiss on a GPU fails before embedding
     sources = embedding_sources(manifest, encoders, job.weights, job.embedding_files, job.embedding_ids, job.embed,
                                 job.root, phase)  # fmt: skip
     with phase("k-means", "iterations") as progress:
