@@ -184,7 +184,8 @@ def cifar_pixels(rows: int) -> np.ndarray:
 def bench_embed(repeats: int, rows: int, batch: int) -> None:
     import torch
 
-    from datadiet_cli.cluster.embed import embed_pixels, load_encoder
+    from datadiet_cli.cluster.embed import embed_pixels
+    from datadiet_cli.cluster.encoders import load_encoder
 
     if not ENCODER.is_file():
         print(f"\n## embed: skipped ({ENCODER} is absent)")
@@ -275,7 +276,8 @@ def bench_cifar(out: Path, image_size: int, k: int | None) -> None:
     print("\nPer example, how well each score ranks the probe's mistakes above its hits (ROC AUC; 0.5 = no signal):")
     print("| distance | k | ARI | AUC proto_dist | AUC sup_proto_dist | Spearman(proto, sup) | k-means s |")
     print("|---|---|---|---|---|---|---|")
-    from datadiet_cli.cluster.kmeans import ClusterConfig, class_prototype_distances, kmeans
+    from datadiet_cli.cluster.kmeans import ClusterConfig, kmeans
+    from datadiet_cli.cluster.prototypes import class_prototype_distances
 
     for spherical in (False, True):
         supervised = class_prototype_distances(embeddings, labels, spherical)
@@ -294,7 +296,7 @@ def bench_cifar(out: Path, image_size: int, k: int | None) -> None:
 
 
 def saved_matrix(path: Path, manifest: object) -> np.ndarray:
-    from datadiet_cli.cluster.embed import align_to_manifest
+    from datadiet_cli.cluster.sources import align_to_manifest
     from datadiet_cli.io.tables import read_embeddings
 
     ids, matrix, _ = read_embeddings(path)

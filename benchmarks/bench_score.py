@@ -44,7 +44,10 @@ from sklearn.metrics import roc_auc_score
 from datadiet_cli.data.images import load_images
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.io.manifest import Manifest, read_manifest, write_manifest
-from datadiet_cli.score.scoring import GrandMode, Metric, ScoreConfig, score_manifest, training_membership
+from datadiet_cli.score.config import GrandMode, ScoreConfig
+from datadiet_cli.score.pipeline import score_manifest
+from datadiet_cli.score.readings import training_membership
+from datadiet_cli.score.registry import Metric
 from datadiet_cli.train.evaluate import evaluate_run, predict
 from datadiet_cli.train.loop import train_run
 from datadiet_cli.train.recipes import TrainConfig, recipe_with

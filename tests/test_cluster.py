@@ -15,20 +15,19 @@ from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
 from datadiet_cli.cluster import kmeans as cluster_module
+from datadiet_cli.cluster.embed import Embeddings
 from datadiet_cli.cluster.kmeans import (
     CPU_ENGINE,
     ClusterConfig,
-    Embeddings,
     Engine,
-    class_prototype_distances,
-    cluster_manifest,
     faiss_available,
     fit_sample,
     kmeans,
     nearest_centroids,
     resolve_engine,
-    standardise,
 )
+from datadiet_cli.cluster.pipeline import ClusterJob, cluster_manifest
+from datadiet_cli.cluster.prototypes import class_prototype_distances, standardise, with_prototype_scores
 from datadiet_cli.errors import DatadietError, OptionError
 from datadiet_cli.io.manifest import new_manifest, read_manifest, write_manifest
 from datadiet_cli.io.tables import read_embeddings, write_embeddings
@@ -204,7 +203,7 @@ def toy_manifest(n: int = 200, labeled: bool = True) -> tuple[np.ndarray, np.nda
 
 def test_cluster_manifest_columns_scores_and_lineage() -> None:
     x, y, manifest = toy_manifest()
-    out = cluster_manifest(manifest, [Embeddings(x, {"name": "toy"})], ClusterConfig(fit_fraction=0.5))
+    out = with_prototype_scores(manifest, [Embeddings(x, {"name": "toy"})], ClusterConfig(fit_fraction=0.5))
     assert out.table.schema.field("cluster").type == pa.int64()
     assert out.meta["scores"]["proto_dist"]["metric"] == "self_supervised_prototype"
     assert out.meta["scores"]["sup_proto_dist"]["metric"] == "supervised_prototype"
@@ -222,11 +221,11 @@ def test_ensemble_averages_per_source_z_scores() -> None:
     x, _, manifest = toy_manifest()
     scaled = x * 100  # same geometry, 100x the scale: raw averaging would let it dominate
     sources = [Embeddings(x, {"name": "a"}), Embeddings(scaled[:, ::-1].copy(), {"name": "b"})]
-    out = cluster_manifest(manifest, sources, ClusterConfig(ensemble=True))
+    out = with_prototype_scores(manifest, sources, ClusterConfig(ensemble=True))
     single = [kmeans(s.matrix, 4, ClusterConfig()).distances for s in sources]
     np.testing.assert_allclose(out.score("proto_dist"), (standardise(single[0]) + standardise(single[1])) / 2)
     with pytest.raises(OptionError, match="2 encoders/embeddings given; add --ensemble to average their scores"):
-        cluster_manifest(manifest, sources, ClusterConfig())
+        with_prototype_scores(manifest, sources, ClusterConfig())
 
 
 # -- the command on precomputed embeddings ---------------------------------------------------------
@@ -260,6 +259,26 @@ def test_cli_clusters_precomputed_embeddings(tmp_path: Path) -> None:
     assert (
         read_manifest(again).table.select(["cluster", "proto_dist"]).equals(out.table.select(["cluster", "proto_dist"]))
     )
+
+
+def test_cluster_manifest_is_the_commands_library_call(tmp_path: Path) -> None:
+    manifest_path, embeddings_path, x, _ = write_inputs(tmp_path)
+    manifest = read_manifest(manifest_path)
+    job = ClusterJob(embedding_files=(embeddings_path,), keep_embeddings=True)
+    result = cluster_manifest(manifest, job)
+    np.testing.assert_array_equal(result.embeddings.matrix, x)  # back in the manifest's row order
+    assert cli(manifest_path, "-o", tmp_path / "out.parquet", "--embeddings", embeddings_path).exit_code == 0
+    from_cli = read_manifest(tmp_path / "out.parquet")
+    for column in ("cluster", "proto_dist", "sup_proto_dist"):
+        assert result.manifest.table.column(column).equals(from_cli.table.column(column))
+    assert result.manifest.lineage().last("cluster").stats["embedding"] == {"image_size": None, "batch_size": 128,
+                                                                             "device": "auto"}  # fmt: skip
+    assert cluster_manifest(manifest, ClusterJob(embedding_files=(embeddings_path,))).embeddings is None
+    # Options fail before any file is read (these do not exist).
+    two = ClusterJob(cluster=ClusterConfig(ensemble=True), embedding_files=(Path("a.npy"), Path("b.npy")),
+                     keep_embeddings=True)  # fmt: skip
+    with pytest.raises(OptionError, match=r"^--save-embeddings writes one source's embeddings; 2 were given$"):
+        cluster_manifest(manifest, two)
 
 
 def test_cli_npy_embeddings_with_ids_file_and_save_round_trip(tmp_path: Path) -> None:

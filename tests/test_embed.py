@@ -12,20 +12,22 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
-from datadiet_cli.cluster.embed import (
+from datadiet_cli.cluster.embed import choose_image_size, embed_pixels, to_input
+from datadiet_cli.cluster.encoders import (
+    ENCODERS,
     Encoder,
     accepted_sizes,
-    align_to_manifest,
-    choose_image_size,
-    embed_pixels,
+    check_encoder,
+    encoder_kind,
     load_encoder,
     pair_weights,
     swav_resnet50,
     swav_state_dict,
-    to_input,
+    takes_weights,
     torchvision_encoder,
 )
-from datadiet_cli.errors import DatadietError, OptionError
+from datadiet_cli.cluster.sources import align_to_manifest
+from datadiet_cli.errors import EmbeddingError, ModelFileError, OptionError
 from datadiet_cli.io.manifest import new_manifest, read_manifest
 from datadiet_cli.io.tables import read_embeddings
 
@@ -109,7 +111,7 @@ def test_swav_checkpoint_of_another_network_is_a_one_line_error(tmp_path: Path) 
     wrong = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), wrong)
     with pytest.raises(
-        DatadietError, match=r"^--weights .*r18.pth: does not fit the encoder: .*missing keys \(e\.g\. "
+        ModelFileError, match=r"^--weights .*r18.pth: does not fit the encoder: .*missing keys \(e\.g\. "
     ):
         swav_resnet50(wrong)
 
@@ -225,10 +227,21 @@ def test_align_to_manifest_reorders_ignores_extras_and_refuses_gaps() -> None:
     manifest = new_manifest(["b", "a"], None, {})
     matrix = np.arange(6, dtype=np.float32).reshape(3, 2)
     np.testing.assert_array_equal(align_to_manifest(manifest, np.array(["a", "b", "c"]), matrix, "e"), [[2, 3], [0, 1]])
-    with pytest.raises(DatadietError, match=r"^e: 1 of the 2 ids of <manifest> have no embedding \(e\.g\. 'b'\)"):
+    with pytest.raises(EmbeddingError, match=r"^e: 1 of the 2 ids of <manifest> have no embedding \(e\.g\. 'b'\)"):
         align_to_manifest(manifest, np.array(["a", "x", "c"]), matrix, "e")
-    with pytest.raises(DatadietError, match=r"^e: ids are not unique"):
+    with pytest.raises(EmbeddingError, match=r"^e: ids are not unique"):
         align_to_manifest(manifest, np.array(["a", "a", "b"]), matrix, "e")
+
+
+def test_every_registered_encoder_kind_is_reached_by_a_spec(tiny_program: Path) -> None:
+    specs = {"swav": "swav-resnet50", "torchvision": "torchvision:resnet18", "pixels": "pixels",
+             "exported": str(tiny_program)}  # fmt: skip
+    assert {kind: encoder_kind(spec).kind for kind, spec in specs.items()} == {kind: kind for kind in ENCODERS}
+    assert [spec for spec in specs.values() if takes_weights(spec)] == ["swav-resnet50", "torchvision:resnet18"]
+    for spec in ("pixels", str(tiny_program)):  # the loaded encoder records the kind that loaded it
+        assert load_encoder(spec, None, CPU).identity["kind"] == encoder_kind(spec).kind
+    with pytest.raises(OptionError, match=r"^--encoder resnet18: not swav-resnet50, torchvision:NAME, or an existing"):
+        encoder_kind("resnet18")
 
 
 def test_pair_weights() -> None:
@@ -319,8 +332,6 @@ def test_images_of_varying_sizes_are_streamed(tmp_path: Path, tiny_program: Path
 
 
 def test_pixels_encoder_is_the_flattened_rgb_at_native_size() -> None:
-    from datadiet_cli.cluster.embed import check_encoder
-
     pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3, 1) * 10
     encoder = load_encoder("pixels", None, CPU)
     assert choose_image_size(encoder, native_side=3, requested=None) == 3

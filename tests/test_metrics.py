@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from datadiet_cli.errors import DatadietError
+from datadiet_cli.errors import RunDirError
 from datadiet_cli.score.metrics import ddd, el2n, forgetting, memorization, random_scores, uncertainty
 
 # Two probes, three examples, two classes.
@@ -84,7 +84,7 @@ def test_memorization_fills_missing_side_with_population_mean() -> None:
     # population held-out accuracy: only (k=1, n=1): 1.0 ; ex0: p_in 1 - 1.0 = 0 ; ex1: p_in 0 - p_out 1 = -1
     np.testing.assert_allclose(scores, [0.0, -1.0])
     assert gaps == {"never_held_out": 1, "never_trained_on": 0}
-    with pytest.raises(DatadietError, match="use --subset below 1"):
+    with pytest.raises(RunDirError, match="use --subset below 1"):
         memorization(correct, np.ones_like(in_train))
 
 

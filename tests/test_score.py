@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ from typer.testing import CliRunner
 from datadiet_cli.cli import app
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.io.manifest import read_manifest, write_manifest
+from datadiet_cli.score.config import ScoreConfig
 from datadiet_cli.score.grand import exact_gradient_norms, last_layer_gradient_norms
 from datadiet_cli.score.metrics import el2n
-from datadiet_cli.score.scoring import Metric, ScoreConfig, probe_jobs
+from datadiet_cli.score.probes import probe_jobs
+from datadiet_cli.score.registry import METRICS, Metric, Need
 from datadiet_cli.train.evaluate import predict
 from datadiet_cli.train.models import build_model
 from datadiet_cli.train.recipes import RECIPES
@@ -157,3 +160,66 @@ def test_truncated_probes_stop_early_in_the_recipes_full_schedule(small_digits: 
                                  "--recipe", "fast", "--probe-epochs", "17", "--probe-schedule", "truncated"])  # fmt: skip
     assert result.exit_code == 2
     assert "--probe-epochs 17 is longer than the fast recipe's 16 epochs" in result.output
+
+
+# -- the metric registry -----------------------------------------------------------------------------
+
+# What each kind of need may read from the probes (labels come from the manifest and are always there).
+READINGS_OF = {
+    Need.probabilities: {"probabilities"},
+    Need.dynamics: {"training_correctness"},
+    Need.membership: {"probabilities", "training_membership"},
+    Need.gradient_norms: {"gradient_norms"},
+    Need.nothing: set(),
+}
+
+
+class FakeReadings:
+    """Probe readings for K=3 probes and N=6 rows that refuse every reading outside `allowed`."""
+
+    num_rows = 6
+
+    def __init__(self, allowed: set[str]) -> None:
+        rng = np.random.default_rng(0)
+        probs = rng.random((3, 6, 4))
+        self.arrays = {
+            "probabilities": probs / probs.sum(axis=-1, keepdims=True),
+            "training_correctness": rng.random((3, 5, 6)) > 0.5,
+            "training_membership": np.array([[True, False] * 3, [False, True] * 3, [True] * 3 + [False] * 3]),
+            "gradient_norms": rng.random((3, 6)),
+        }
+        self.allowed = allowed
+
+    def labels(self) -> np.ndarray:
+        return np.array([0, 1, 2, 3, 0, 1])
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.arrays:
+            raise AttributeError(name)
+        assert name in self.allowed, f"read {name}, which its registry entry does not declare"
+        return lambda: self.arrays[name]
+
+
+def test_the_cli_offers_exactly_the_registrys_metrics() -> None:
+    result = runner.invoke(app, ["score", "in.parquet", "-o", "out.parquet", "--metric", "nosuch"])
+    assert result.exit_code == 2
+    offered = result.output.split("is not one of ")[1].split(". (see")[0]
+    assert offered == ", ".join(f"'{name}'" for name in METRICS)
+    assert [metric.value for metric in Metric] == list(METRICS)
+    assert set(READINGS_OF) == set(Need)
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_registry_entry_reads_only_what_it_needs_and_has_std_and_citation_as_declared(name: str) -> None:
+    spec = METRICS[name]
+    assert spec.name == name and spec.citation
+    measured = spec.compute(FakeReadings(READINGS_OF[spec.needs]), ScoreConfig(metric=Metric(name), probes=3))
+    assert measured.values.shape == (6,) and np.isfinite(measured.values).all()
+    assert (measured.spread is not None) == spec.writes_std
+    if spec.writes_std:
+        assert measured.spread.shape == (6,)
+
+
+def test_only_a_metric_needing_membership_trains_probes_on_subsets() -> None:
+    on_subsets = [m for m in Metric if probe_jobs(10, ScoreConfig(metric=m, probes=1), Path("p"))[0].rows is not None]
+    assert on_subsets == [m for m in Metric if METRICS[m.value].needs is Need.membership] == [Metric.memorization]

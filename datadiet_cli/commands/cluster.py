@@ -6,8 +6,9 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.cluster.kmeans import ClusterConfig, Engine, cluster_manifest, kmeans_device, validate_config
-from datadiet_cli.errors import OptionError
+from datadiet_cli.cluster.embed import EmbedConfig
+from datadiet_cli.cluster.kmeans import ClusterConfig, Engine
+from datadiet_cli.cluster.pipeline import ClusterJob, cluster_manifest
 from datadiet_cli.io.files import check_output
 from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.io.tables import write_embeddings
@@ -112,31 +113,20 @@ def cluster(
     check_output(output, manifest)
     if save_embeddings is not None:
         check_output(save_embeddings, manifest, output)
+    job = ClusterJob(
+        cluster=ClusterConfig(k=k, iters=iters, fit_fraction=fit_fraction, spherical=spherical, engine=engine,
+                              ensemble=ensemble, seed=seed),
+        embed=EmbedConfig(image_size=image_size, batch_size=batch_size, device=device.value),
+        encoders=tuple(encoder or ()), weights=tuple(weights or ()), embedding_files=tuple(embeddings or ()),
+        embedding_ids=embedding_ids, root=root, keep_embeddings=save_embeddings is not None,
+    )  # fmt: skip
     source = read_manifest(manifest)
-    config = ClusterConfig(k=k, iters=iters, fit_fraction=fit_fraction, spherical=spherical, engine=engine,
-                           ensemble=ensemble, seed=seed)  # fmt: skip
-    n_sources = len(encoder or []) + len(embeddings or []) or 1  # none given: swav-resnet50
-    validate_config(source, config, n_sources)
-    if save_embeddings is not None and n_sources != 1:
-        raise OptionError(f"--save-embeddings writes one source's embeddings; {n_sources} were given")
-    from datadiet_cli.cluster.embed import EmbedConfig, embedding_sources
-
-    embed_config = EmbedConfig(image_size=image_size, batch_size=batch_size, device=device.value)
-    sources = embedding_sources(source, encoder or [], weights or [], embeddings or [], embedding_ids, embed_config,
-                                root, lambda description, unit: console.progress_bar(description, quiet, unit))  # fmt: skip
-    if save_embeddings is not None:
-        write_embeddings(source.ids(), sources[0].matrix, save_embeddings, {"encoder": dict(sources[0].identity)})
-    with console.progress_bar("k-means", quiet, unit="iterations") as progress:
-        clustered = cluster_manifest(
-            source,
-            sources,
-            config,
-            kmeans_device(device.value),
-            progress,
-            {"image_size": image_size, "batch_size": batch_size, "device": device.value},
-        )
-    write_manifest(clustered, output)
-    stats = clustered.lineage()[-1].stats
+    result = cluster_manifest(source, job, lambda description, unit: console.progress_bar(description, quiet, unit))
+    if save_embeddings is not None and result.embeddings is not None:
+        kept = result.embeddings
+        write_embeddings(source.ids(), kept.matrix, save_embeddings, {"encoder": dict(kept.identity)})
+    write_manifest(result.manifest, output)
+    stats = result.manifest.lineage()[-1].stats
     fit = stats["fits"][0]
     console.summary(
         quiet,

@@ -18,7 +18,9 @@ from datadiet_cli.options import (
     RecipeOption,
     Seed,
 )
-from datadiet_cli.score.scoring import GrandMode, Metric, ProbeSchedule, ScoreConfig, score_manifest
+from datadiet_cli.score.config import GrandMode, ProbeSchedule, ScoreConfig
+from datadiet_cli.score.pipeline import score_manifest
+from datadiet_cli.score.registry import Metric
 from datadiet_cli.train.recipes import Augment, RecipeName
 
 

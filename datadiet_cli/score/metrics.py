@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from datadiet_cli.data import seeds
-from datadiet_cli.errors import DatadietError
+from datadiet_cli.errors import RunDirError
 
 
 def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -74,7 +74,7 @@ def memorization(correct: np.ndarray, in_train: np.ndarray) -> tuple[np.ndarray,
     held_out = ~in_train
     n_in, n_out = in_train.sum(axis=0), held_out.sum(axis=0)  # (N,)
     if not n_in.any() or not n_out.any():
-        raise DatadietError("memorization needs probes that hold examples out; use --subset below 1")
+        raise RunDirError("memorization needs probes that hold examples out; use --subset below 1")
     mean_in = (correct * in_train).sum() / in_train.sum()
     mean_out = (correct * held_out).sum() / held_out.sum()
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,0 +1,128 @@
+"""Where the embeddings to cluster come from: encoders run over the images, or files saved earlier.
+
+A saved file is Parquet (id + embedding, as `--save-embeddings` writes) or a .npy matrix with
+an ids file; its rows are matched to the manifest by id, so its order does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datadiet_cli.cluster.embed import EmbedConfig, Embeddings, embed_manifest, load_pixels
+from datadiet_cli.cluster.encoders import check_encoder, pair_weights
+from datadiet_cli.errors import EmbeddingError, OptionError, TableError
+from datadiet_cli.io.files import file_digest
+from datadiet_cli.io.manifest import Manifest, read_manifest
+from datadiet_cli.io.tables import read_embeddings
+
+ProgressCallback = Callable[[int, int], None]
+# (description, unit) -> a context yielding the callback of one phase (decoding, one encoder's pass)
+PhaseProgress = Callable[[str, str], AbstractContextManager[ProgressCallback | None]]
+
+
+def no_progress(description: str, unit: str) -> AbstractContextManager[ProgressCallback | None]:
+    """The PhaseProgress of a caller that shows none."""
+    return nullcontext(None)
+
+
+def embedding_sources(
+    manifest: Manifest,
+    encoders: Sequence[str],
+    weights: Sequence[Path],
+    files: Sequence[Path],
+    ids_file: Path | None,
+    config: EmbedConfig,
+    root: Path | None = None,
+    phase: PhaseProgress = no_progress,
+) -> list[Embeddings]:
+    """Every requested source of embeddings, in order: the encoders', then the files'.
+
+    Every encoder is checked before any image is decoded, and the images are decoded once
+    for all encoders. `phase(description, unit)` gives each phase's progress callback.
+    """
+    paired = pair_weights(list(encoders), list(weights))
+    for name, weight in zip(encoders, paired, strict=True):
+        check_encoder(name, weight)
+    pixels = None
+    if encoders:
+        with phase("decoding", "images") as progress:
+            pixels = load_pixels(manifest, root, progress)
+    sources = []
+    for name, weight in zip(encoders, paired, strict=True):
+        with phase(f"embedding ({Path(name).name})", "images") as progress:
+            sources.append(embed_manifest(manifest, name, weight, config, root, pixels, progress))
+    sources.extend(embeddings_from_file(manifest, path, ids_file) for path in files)
+    return sources
+
+
+# -- saved embeddings ------------------------------------------------------------------------------
+
+
+def read_ids_file(path: Path) -> np.ndarray:
+    """Ids for a .npy matrix: a Parquet file with an `id` column, or text with one id per line."""
+    if not path.is_file():
+        raise TableError(f"--embedding-ids {path}: no such file")
+    if path.suffix == ".parquet":
+        return read_manifest(path).ids()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return np.asarray([line for line in lines if line != ""], dtype=object)
+
+
+def read_embeddings_file(path: Path, ids_path: Path | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(ids, float32 matrix, metadata) from a Parquet embeddings file or a .npy matrix + ids file."""
+    if path.suffix == ".npy":
+        if ids_path is None:
+            raise OptionError(f"--embeddings {path}: a .npy matrix needs --embedding-ids FILE (one id per row)")
+        if not path.is_file():
+            raise TableError(f"--embeddings {path}: no such file")
+        try:
+            matrix = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise TableError(f"--embeddings {path}: not a .npy array ({error})") from None
+        if matrix.ndim != 2 or not (
+            np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)
+        ):
+            raise EmbeddingError(
+                f"--embeddings {path}: holds a {matrix.dtype} array of shape {matrix.shape}, not (N, D) numbers"
+            )
+        ids = read_ids_file(ids_path)
+        if len(ids) != len(matrix):
+            raise EmbeddingError(f"--embedding-ids {ids_path}: {len(ids)} ids for {len(matrix)} rows of {path}")
+        return ids, matrix.astype(np.float32, copy=False), {}
+    if ids_path is not None:
+        raise OptionError("--embedding-ids goes with a .npy --embeddings file; Parquet embeddings carry their ids")
+    return read_embeddings(path)
+
+
+def align_to_manifest(manifest: Manifest, ids: np.ndarray, matrix: np.ndarray, source: str) -> np.ndarray:
+    """Rows of `matrix` reordered to the manifest's ids; extra ids are ignored, missing ones are an error."""
+    position = {example_id: row for row, example_id in enumerate(ids)}
+    if len(position) != len(ids):
+        raise EmbeddingError(f"{source}: ids are not unique; every embedding needs its own id")
+    wanted = manifest.ids()
+    missing = [example_id for example_id in wanted if example_id not in position]
+    if missing:
+        raise EmbeddingError(
+            f"{source}: {len(missing)} of the {len(wanted)} ids of {manifest.name} have no embedding "
+            f"(e.g. '{missing[0]}'); embed the same dataset the manifest lists"
+        )
+    return matrix[np.fromiter((position[i] for i in wanted), dtype=np.int64, count=len(wanted))]
+
+
+def embeddings_from_file(manifest: Manifest, path: Path, ids_path: Path | None = None) -> Embeddings:
+    ids, matrix, metadata = read_embeddings_file(path, ids_path)
+    aligned = align_to_manifest(manifest, ids, matrix, str(path))
+    identity = {
+        "name": path.name,
+        "kind": "embeddings",
+        "file": str(path.resolve()),
+        "sha256": file_digest(path),
+        "dim": int(matrix.shape[1]),
+        "made_by": metadata.get("encoder"),
+    }
+    return Embeddings(matrix=aligned, identity=identity)
