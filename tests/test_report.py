@@ -18,27 +18,24 @@ from datadiet_cli.cli import app
 from datadiet_cli.errors import OptionError
 from datadiet_cli.io.lineage import Lineage, Step
 from datadiet_cli.io.manifest import new_manifest, write_manifest
-from datadiet_cli.report.build import (
-    UNPRUNED,
-    Policy,
-    ReportConfig,
-    RunRecord,
+from datadiet_cli.report import registry
+from datadiet_cli.report.build import build_report
+from datadiet_cli.report.publish import publish
+from datadiet_cli.report.registry import PARTS, ReportConfig, owned
+from datadiet_cli.report.runs import UNPRUNED, RunRecord, Selection, describe_subset, with_references
+from datadiet_cli.report.scores import score_sources
+from datadiet_cli.report.stats import (
     aggregate,
     balance_curve,
-    build_report,
     class_extremes,
     cluster_class_counts,
     cluster_order,
-    describe_subset,
     easy_hard_pairs,
     fit_exponential,
     fit_power_law,
     mean_std,
-    publish,
     purity,
-    score_sources,
     spearman_matrix,
-    with_references,
 )
 
 runner = CliRunner()
@@ -151,7 +148,7 @@ def test_aggregate_averages_seeds_per_policy_fraction_and_setting() -> None:
         record("random", "random", 0.5, 0.60),
         record("el2n", "hard", 0.3, 0.50),
     ]
-    cells = {(c.setting, c.policy.metric, c.fraction): c for c in aggregate(runs)}
+    cells = {(c.setting, c.selection.metric, c.fraction): c for c in aggregate(runs)}
     pooled = cells[("fast/smallcnn/1 epochs", "el2n", 0.5)]
     assert pooled.n == 2 and pooled.error == pytest.approx(0.15) and pooled.error_std == pytest.approx(math.sqrt(0.005))
     assert pooled.top1 == pytest.approx(0.85) and pooled.rows == 50
@@ -170,7 +167,12 @@ def test_easy_and_hard_are_paired_per_metric_fraction_and_start_size() -> None:
         record("random", "random", 0.5, 0.65),
     ]
     ((easy, hard),) = easy_hard_pairs(aggregate(runs))
-    assert (easy.policy.keep, hard.policy.keep, easy.policy.metric, hard.start_size) == ("easy", "hard", "el2n", 100)
+    assert (easy.selection.keep, hard.selection.keep, easy.selection.metric, hard.start_size) == (
+        "easy",
+        "hard",
+        "el2n",
+        100,
+    )
     assert easy.top1 == pytest.approx(0.75) and hard.top1 == pytest.approx(0.60)
 
 
@@ -181,7 +183,7 @@ def test_a_random_subset_pruned_further_is_also_their_unpruned_reference() -> No
     readings = with_references([start, pruned, lonely])
     extra = readings[3:]
     assert len(extra) == 1
-    assert extra[0].policy == Policy(UNPRUNED, UNPRUNED, False)
+    assert extra[0].selection == Selection(UNPRUNED, UNPRUNED, False)
     assert (extra[0].start_size, extra[0].fraction, extra[0].start_key) == (40, 1.0, "subset-40")
 
 
@@ -276,7 +278,7 @@ def test_report_draws_the_cluster_class_overlap_of_a_clustered_manifest(tmp_path
     path = tmp_path / "clustered.parquet"
     write_manifest(manifest, path)
     report = build_report([], [path], tmp_path / "out")
-    (overlap,) = report.cluster_overlaps
+    (overlap,) = report.of(registry.CLUSTERS) or ()
     assert overlap.counts.tolist() == [[3, 0], [0, 3]] and overlap.purity == 1.0 and overlap.adjusted_rand == 1.0
     assert (tmp_path / "out" / "cluster_classes.png").is_file()
     assert "| `" + str(path) + "` | 2 | 1.000 | 1.000 |" in (tmp_path / "out" / "summary.md").read_text()
@@ -290,7 +292,7 @@ def test_publish_replaces_an_earlier_report_but_keeps_other_files(tmp_path: Path
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "summary.md").write_text("new")
-    publish(staging, out)
+    publish(staging, out, lambda name: owned(name, PARTS))
     assert sorted(p.name for p in out.iterdir()) == ["my-notes.txt", "summary.md"]
     assert (out / "summary.md").read_text() == "new"
 
@@ -302,7 +304,7 @@ def test_a_new_report_folder_has_ordinary_permissions(tmp_path: Path) -> None:
     staging = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700, as build_report makes it
     umask = os.umask(0o022)
     try:
-        publish(staging, tmp_path / "report")
+        publish(staging, tmp_path / "report", lambda name: owned(name, PARTS))
     finally:
         os.umask(umask)
     assert (tmp_path / "report").stat().st_mode & 0o777 == 0o755
@@ -332,7 +334,7 @@ def test_error_against_size_fits_the_law_the_runs_follow(tmp_path: Path) -> None
         pruned_error = 2 * (start // 2) ** -0.5
         runs.append(write_run(tmp_path / f"el2n-{start}", [INGEST, subsample, hard], start // 2, 1 - pruned_error))
     report = build_report(runs, [], tmp_path / "out")
-    curves = {(c.policy.label, c.fraction): c for c in report.size_curves}
+    curves = {(c.selection.label, c.fraction): c for c in report.of(registry.SIZE) or ()}
     for key in (("el2n, keep hard", 0.5), ("unpruned", 1.0)):
         fit = curves[key].power
         assert fit is not None and fit.exponent == pytest.approx(0.5) and fit.a == pytest.approx(2.0)
@@ -462,11 +464,24 @@ def test_manifest_figures_say_what_they_could_not_draw(tmp_path: Path) -> None:
     )
     paths = [write_manifest(labeled, tmp_path / "labeled.parquet"), write_manifest(unlabeled, tmp_path / "u.parquet")]
     report = build_report([], paths, tmp_path / "out")
-    assert report.correlation is not None
-    names, rho, rows = report.correlation
+    correlation = report.of(registry.CORRELATION)
+    assert correlation is not None
+    names, rho, rows = list(correlation.names), correlation.rho, correlation.rows
     assert rows == 6 and sorted(names) == ["el2n", "forgetting", "memo"]
     assert rho[names.index("memo"), names.index("forgetting")] == pytest.approx(-1.0)
-    assert report.balance_curves[0].fractions == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # 0.05 keeps 0 rows
+    balance = report.of(registry.BALANCE)
+    assert balance is not None and balance.curves[0].fractions == (
+        0.1,
+        0.2,
+        0.3,
+        0.4,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+    )  # 0.05 keeps 0 rows
     assert "class balance of forgetting: skipped, " in " ".join(report.notes)
     assert any(note.startswith("easiest/hardest images of el2n: skipped, ") for note in report.notes)  # no pixels
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
