@@ -3,7 +3,7 @@
 A Part names the file it writes, computes its data from the report's inputs, writes the file and
 renders its summary.md section. `build_report` loops over PARTS, and the files a report owns
 (removed from OUT_DIR when a later report no longer writes them) are the PARTS' files plus
-summary.md. Adding a figure is one Part here, with its compute, drawing and section.
+summary.md. Adding a figure is one Part here (listed in PARTS), with its compute, drawing and section.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ class Part(Generic[T]):
 
     file: str  # what it writes into OUT_DIR; a pattern with * when it names one file per item itself; "" for none
     compute: Callable[[ReportInputs, list[str]], T | None]  # its data, noting what it cannot show; None = nothing
+    write: Callable[[T, Path], None] | None  # writes OUT_DIR/file (given OUT_DIR itself when `file` has a *)
     section: Callable[[T, str], list[str]]  # its summary.md lines, from its data and `file`
-    write: Callable[[T, Path], None] | None = None  # writes OUT_DIR/file (given OUT_DIR itself when `file` has a *)
     absent: Callable[[ReportInputs, str], list[str]] = _no_lines  # summary.md lines when compute gave None
 
     def target(self, folder: Path) -> Path:
@@ -140,24 +140,29 @@ def _contact_sheets(inputs: ReportInputs, notes: list[str]) -> list[ContactSheet
 
 # -- the registry ---------------------------------------------------------------------------------------
 
-PARTS: tuple[Part, ...] = (
-    Part("results.csv", _runs, markdown.runs_section, write_results_csv),
-    Part("error_vs_fraction.png", _cells, markdown.fraction_section, figures.png(figures.error_vs_fraction)),
-    Part("", _easy_hard, markdown.easy_hard_section),
-    Part(
-        "error_vs_size.png",
-        _size_curves,
-        markdown.size_section,
-        figures.png(figures.error_vs_size),
-        absent=_one_start_size,
-    ),
-    Part("", _manifest_paths, markdown.manifests_section),
-    Part("score_correlation.png", _correlation, markdown.correlation_section, figures.png(figures.score_correlation)),
-    Part("cluster_classes.png", _cluster_overlaps, markdown.cluster_section, figures.png(figures.cluster_classes)),
-    Part("class_balance.png", _class_balance, markdown.balance_section, figures.png(figures.class_balance)),
-    Part(SHEET_FILE.format("*"), _contact_sheets, markdown.extremes_section, figures.write_contact_sheets),
+RUNS: Part[tuple[RunRecord, ...]] = Part("results.csv", _runs, write_results_csv, markdown.runs_section)
+FRACTION: Part[list[Cell]] = Part(
+    "error_vs_fraction.png", _cells, figures.png(figures.error_vs_fraction), markdown.fraction_section
 )
-RUNS, FRACTION, EASY_HARD, SIZE, MANIFESTS, CORRELATION, CLUSTERS, BALANCE, EXTREMES = PARTS
+EASY_HARD: Part[list[tuple[Cell, Cell]]] = Part("", _easy_hard, None, markdown.easy_hard_section)
+SIZE: Part[list[SizeCurve]] = Part(
+    "error_vs_size.png", _size_curves, figures.png(figures.error_vs_size), markdown.size_section, _one_start_size
+)
+MANIFESTS: Part[tuple[str, ...]] = Part("", _manifest_paths, None, markdown.manifests_section)
+CORRELATION: Part[Correlation] = Part(
+    "score_correlation.png", _correlation, figures.png(figures.score_correlation), markdown.correlation_section
+)
+CLUSTERS: Part[list[ClusterOverlap]] = Part(
+    "cluster_classes.png", _cluster_overlaps, figures.png(figures.cluster_classes), markdown.cluster_section
+)
+BALANCE: Part[ClassBalance] = Part(
+    "class_balance.png", _class_balance, figures.png(figures.class_balance), markdown.balance_section
+)
+EXTREMES: Part[list[ContactSheet]] = Part(
+    SHEET_FILE.format("*"), _contact_sheets, figures.write_contact_sheets, markdown.extremes_section
+)
+# summary.md shows the parts in this order, and they compute (and note what they cannot show) in it too.
+PARTS: tuple[Part, ...] = (RUNS, FRACTION, EASY_HARD, SIZE, MANIFESTS, CORRELATION, CLUSTERS, BALANCE, EXTREMES)
 
 
 def owned(name: str, parts: Sequence[Part]) -> bool:
