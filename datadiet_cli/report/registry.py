@@ -43,6 +43,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ReportConfig:
+    """The options of `datadiet report` that change what is shown (inputs and OUT_DIR are build_report's)."""
+
     scores: tuple[str, ...] = ()  # score columns for the manifest figures; () = every described score column
     classes: tuple[str, ...] = ()  # classes of the contact sheets (names or label numbers); () = the first 10
     per_side: int = 8  # easiest and hardest images shown per class (the paper's Fig. 6 shows a handful)
@@ -68,6 +70,7 @@ class ReportInputs:
 
 
 def _no_lines(inputs: ReportInputs, file: str) -> list[str]:
+    """Most parts say nothing in summary.md without data; what they could not show is in the notes."""
     return []
 
 
