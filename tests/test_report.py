@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +18,26 @@ from typer.testing import CliRunner
 from datadiet_cli.cli import app
 from datadiet_cli.errors import OptionError
 from datadiet_cli.io.lineage import Lineage, Step
-from datadiet_cli.io.manifest import new_manifest, write_manifest
-from datadiet_cli.report.build import (
-    UNPRUNED,
-    Policy,
-    ReportConfig,
-    RunRecord,
+from datadiet_cli.io.manifest import new_manifest, read_manifest, write_manifest
+from datadiet_cli.report import build, figures, registry
+from datadiet_cli.report.build import build_report
+from datadiet_cli.report.publish import publish
+from datadiet_cli.report.registry import PARTS, Part, ReportConfig, ReportInputs, owned
+from datadiet_cli.report.runs import UNPRUNED, RunRecord, Selection, describe_subset, with_references
+from datadiet_cli.report.scores import score_sources
+from datadiet_cli.report.stats import (
     aggregate,
     balance_curve,
-    build_report,
     class_extremes,
     cluster_class_counts,
     cluster_order,
-    describe_subset,
     easy_hard_pairs,
     fit_exponential,
     fit_power_law,
     mean_std,
-    publish,
     purity,
-    score_sources,
+    size_curves,
     spearman_matrix,
-    with_references,
 )
 
 runner = CliRunner()
@@ -151,7 +150,7 @@ def test_aggregate_averages_seeds_per_policy_fraction_and_setting() -> None:
         record("random", "random", 0.5, 0.60),
         record("el2n", "hard", 0.3, 0.50),
     ]
-    cells = {(c.setting, c.policy.metric, c.fraction): c for c in aggregate(runs)}
+    cells = {(c.setting, c.selection.metric, c.fraction): c for c in aggregate(runs)}
     pooled = cells[("fast/smallcnn/1 epochs", "el2n", 0.5)]
     assert pooled.n == 2 and pooled.error == pytest.approx(0.15) and pooled.error_std == pytest.approx(math.sqrt(0.005))
     assert pooled.top1 == pytest.approx(0.85) and pooled.rows == 50
@@ -170,7 +169,12 @@ def test_easy_and_hard_are_paired_per_metric_fraction_and_start_size() -> None:
         record("random", "random", 0.5, 0.65),
     ]
     ((easy, hard),) = easy_hard_pairs(aggregate(runs))
-    assert (easy.policy.keep, hard.policy.keep, easy.policy.metric, hard.start_size) == ("easy", "hard", "el2n", 100)
+    assert (easy.selection.keep, hard.selection.keep, easy.selection.metric, hard.start_size) == (
+        "easy",
+        "hard",
+        "el2n",
+        100,
+    )
     assert easy.top1 == pytest.approx(0.75) and hard.top1 == pytest.approx(0.60)
 
 
@@ -181,7 +185,7 @@ def test_a_random_subset_pruned_further_is_also_their_unpruned_reference() -> No
     readings = with_references([start, pruned, lonely])
     extra = readings[3:]
     assert len(extra) == 1
-    assert extra[0].policy == Policy(UNPRUNED, UNPRUNED, False)
+    assert extra[0].selection == Selection(UNPRUNED, UNPRUNED, False)
     assert (extra[0].start_size, extra[0].fraction, extra[0].start_key) == (40, 1.0, "subset-40")
 
 
@@ -205,6 +209,76 @@ def test_exponential_fit_recovers_an_exact_exponential() -> None:
 def test_fits_need_two_sizes_and_skip_perfect_runs() -> None:
     assert fit_power_law([100, 100], [0.2, 0.3]) is None
     assert fit_power_law([100, 200, 400], [0.2, 0.1, 0.0]).points == 2  # type: ignore[union-attr]
+
+
+# -- figures: the values they plot --------------------------------------------------------------------------
+
+
+def closed(figure: Any) -> list[Any]:
+    """The figure's panels, the figure closed (what it drew stays readable)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return list(figure.axes)
+
+
+def errorbars(axis: Any) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """Each errorbar series of a panel by its label: x, y and the half-length of its error bars."""
+    series = {}
+    for container in axis.containers:
+        line, _, (bars,) = container.lines
+        spread = [(segment[1][1] - segment[0][1]) / 2 for segment in bars.get_segments()]
+        series[container.get_label()] = (list(line.get_xdata()), list(line.get_ydata()), spread)
+    return series
+
+
+def test_error_vs_fraction_plots_one_minus_mean_top1_per_cell_closed_by_the_unpruned_runs() -> None:
+    runs = [
+        record("el2n", "hard", 0.3, 0.50, seed=0),
+        record("el2n", "hard", 0.3, 0.60, seed=1),
+        record("el2n", "hard", 0.5, 0.70),
+        record("random", "random", 0.5, 0.65),
+        record(UNPRUNED, UNPRUNED, 1.0, 0.90, seed=0, prune_seed=None),
+        record(UNPRUNED, UNPRUNED, 1.0, 0.94, seed=1, prune_seed=None),
+    ]
+    (axis,) = closed(figures.error_vs_fraction(aggregate(runs)))
+    series = errorbars(axis)
+    assert sorted(series) == ["el2n, keep hard", "random", "unpruned"]
+    x, y, spread = series["el2n, keep hard"]
+    assert x == [0.3, 0.5, 1.0]  # the unpruned cell closes the curve at fraction 1
+    np.testing.assert_allclose(y, [100 * (1 - 0.55), 100 * (1 - 0.70), 100 * (1 - 0.92)])
+    np.testing.assert_allclose(spread, [100 * np.std([0.5, 0.6], ddof=1), 0.0, 100 * np.std([0.9, 0.94], ddof=1)])
+    assert series["random"][:2] == ([0.5, 1.0], [pytest.approx(35.0), pytest.approx(8.0)])
+    assert series["unpruned"][:2] == ([1.0], [pytest.approx(8.0)])
+
+
+def test_error_vs_size_plots_the_cells_at_their_sizes_and_the_fitted_laws() -> None:
+    """error = 2 P^-0.5 exactly, at three starting sizes: points and power-law lines lie on it."""
+    runs = []
+    for start in (1000, 2000, 4000):
+        half = start // 2
+        runs.append(record("el2n", "hard", 0.5, 1 - 2 * half**-0.5, start_size=start, rows=half))
+        runs.append(record(UNPRUNED, UNPRUNED, 1.0, 1 - 2 * start**-0.5, start_size=start, rows=start))
+    curves = size_curves(aggregate(runs))
+    (axis,) = closed(figures.error_vs_size(curves))  # the unpruned curve is drawn in the el2n panel
+    series = errorbars(axis)
+    fitted = [(line.get_linestyle(), line.get_xdata(), line.get_ydata()) for line in axis.lines]
+    (pruned,) = [label for label in series if label.startswith("f=0.5")]
+    assert pruned.startswith("f=0.5: ν=0.50, b=")
+    assert series[pruned][0] == [500.0, 1000.0, 2000.0]
+    np.testing.assert_allclose(series[pruned][1], 200 * np.array([500.0, 1000.0, 2000.0]) ** -0.5)
+    (reference,) = [label for label in series if label.startswith("unpruned (f=1): ν=0.50, b=")]
+    assert series[reference][0] == [1000.0, 2000.0, 4000.0]
+    np.testing.assert_allclose(series[reference][1], 200 * np.array([1000.0, 2000.0, 4000.0]) ** -0.5)
+    solid = [(x, y) for style, x, y in fitted if style == "-"]
+    dashed = [(x, y) for style, x, y in fitted if style == "--"]
+    assert len(solid) == 2 and len(dashed) == 2  # one power law and one exponential per curve
+    for x, y in solid:
+        np.testing.assert_allclose(y, 200 * x**-0.5)
+    for (x, y), curve in zip(dashed, curves, strict=True):
+        fit = curve.exponential
+        assert fit is not None
+        np.testing.assert_allclose(y, 100 * fit.a * np.exp(-fit.exponent * x))
 
 
 # -- scores of manifests ---------------------------------------------------------------------------------
@@ -276,7 +350,7 @@ def test_report_draws_the_cluster_class_overlap_of_a_clustered_manifest(tmp_path
     path = tmp_path / "clustered.parquet"
     write_manifest(manifest, path)
     report = build_report([], [path], tmp_path / "out")
-    (overlap,) = report.cluster_overlaps
+    (overlap,) = report.of(registry.CLUSTERS) or ()
     assert overlap.counts.tolist() == [[3, 0], [0, 3]] and overlap.purity == 1.0 and overlap.adjusted_rand == 1.0
     assert (tmp_path / "out" / "cluster_classes.png").is_file()
     assert "| `" + str(path) + "` | 2 | 1.000 | 1.000 |" in (tmp_path / "out" / "summary.md").read_text()
@@ -290,7 +364,7 @@ def test_publish_replaces_an_earlier_report_but_keeps_other_files(tmp_path: Path
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "summary.md").write_text("new")
-    publish(staging, out)
+    publish(staging, out, lambda name: owned(name, PARTS))
     assert sorted(p.name for p in out.iterdir()) == ["my-notes.txt", "summary.md"]
     assert (out / "summary.md").read_text() == "new"
 
@@ -302,10 +376,56 @@ def test_a_new_report_folder_has_ordinary_permissions(tmp_path: Path) -> None:
     staging = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700, as build_report makes it
     umask = os.umask(0o022)
     try:
-        publish(staging, tmp_path / "report")
+        publish(staging, tmp_path / "report", lambda name: owned(name, PARTS))
     finally:
         os.umask(umask)
     assert (tmp_path / "report").stat().st_mode & 0o777 == 0o755
+
+
+def stale_report(out: Path) -> set[str]:
+    """An earlier report in OUT: one file for every file pattern of the registry, and a file of the user's."""
+    out.mkdir()
+    names = {part.file.replace("*", "stale") for part in PARTS if part.file} | {"summary.md"}
+    for name in names | {"my-notes.txt"}:
+        (out / name).write_text("old")
+    return names
+
+
+def test_republishing_removes_every_registered_file_the_new_report_does_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    stale = stale_report(out)
+    assert len(stale) == 8 and "extremes_stale.png" in stale
+    labeled = write_manifest(toy_manifest({"el2n": np.array([0.1, 0.5, 0.3, 0.9, 0.2, 0.4])}), tmp_path / "l.parquet")
+    report = build_report([], [labeled], out)  # one score column, no runs, no pixels: the balance figure alone
+    assert report.files == ("class_balance.png", "summary.md")
+    assert sorted(p.name for p in out.iterdir()) == ["class_balance.png", "my-notes.txt", "summary.md"]
+    assert (out / "summary.md").read_text() != "old" and (out / "my-notes.txt").read_text() == "old"
+
+
+def test_a_part_added_to_the_registry_is_drawn_summarised_and_owned(tmp_path: Path, monkeypatch: Any) -> None:
+    """One new Part, nothing else: its file is published, its section written, and it goes stale like the others."""
+    drawn = {"data": "12 points"}
+
+    def compute(inputs: ReportInputs, notes: list[str]) -> str | None:
+        return drawn.get("data")
+
+    def write(data: str, path: Path) -> None:
+        path.write_text(data)
+
+    extra = Part("extra_figure.txt", compute, write, lambda data, file: [f"## Extra (`{file}`): {data}", ""])
+    monkeypatch.setattr(build, "PARTS", (*PARTS, extra))
+    labeled = write_manifest(toy_manifest({"el2n": np.arange(6.0)}), tmp_path / "l.parquet")
+    out = tmp_path / "report"
+    report = build_report([], [labeled], out)
+    assert report.of(extra) == "12 points" and "extra_figure.txt" in report.files
+    assert (out / "extra_figure.txt").read_text() == "12 points"
+    summary = (out / "summary.md").read_text()
+    assert "## Extra (`extra_figure.txt`): 12 points" in summary
+    assert summary.index("## Extra") > summary.index("## Class balance")  # the registry's order is the summary's
+    drawn.clear()  # the next report has nothing for it to show
+    report = build_report([], [labeled], out)
+    assert report.of(extra) is None and not (out / "extra_figure.txt").exists()
+    assert "## Extra" not in (out / "summary.md").read_text()
 
 
 # -- synthetic run directories: a sweep over starting sizes -------------------------------------------------
@@ -332,7 +452,7 @@ def test_error_against_size_fits_the_law_the_runs_follow(tmp_path: Path) -> None
         pruned_error = 2 * (start // 2) ** -0.5
         runs.append(write_run(tmp_path / f"el2n-{start}", [INGEST, subsample, hard], start // 2, 1 - pruned_error))
     report = build_report(runs, [], tmp_path / "out")
-    curves = {(c.policy.label, c.fraction): c for c in report.size_curves}
+    curves = {(c.selection.label, c.fraction): c for c in report.of(registry.SIZE) or ()}
     for key in (("el2n, keep hard", 0.5), ("unpruned", 1.0)):
         fit = curves[key].power
         assert fit is not None and fit.exponent == pytest.approx(0.5) and fit.a == pytest.approx(2.0)
@@ -419,6 +539,33 @@ def test_report_on_real_runs_reads_policies_and_writes_every_figure(pipeline: di
     assert not list(out.parent.glob(".report.tmp-*"))
 
 
+def test_every_part_of_the_registry_is_shown_and_written_when_its_data_exists(
+    pipeline: dict[str, Path], tmp_path: Path
+) -> None:
+    """Runs at three starting sizes, keep easy and hard, and a clustered digits manifest: every part has data."""
+    runs = []
+    for start in (1000, 2000, 4000):
+        subsample = prune_step("random", 10_000, start, count=start, seed=start)
+        runs.append(write_run(tmp_path / f"unpruned-{start}", [INGEST, subsample], start, 1 - 2 * start**-0.5))
+        for keep, top1 in (("hard", 0.8), ("easy", 0.7)):
+            prune = prune_step(keep, start, start // 2, score="el2n", fraction=0.5)
+            runs.append(write_run(tmp_path / f"{keep}-{start}", [INGEST, subsample, prune], start // 2, top1))
+    scored = read_manifest(pipeline["scored"])
+    clustered = write_manifest(scored.with_column("cluster", np.arange(scored.num_rows) % 4), tmp_path / "c.parquet")
+    out = tmp_path / "report"
+    report = build_report(runs, [clustered], out, ReportConfig(classes=("1", "2"), per_side=2))
+    for part in PARTS:
+        assert report.of(part) is not None, part.file or part.section.__name__
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(report.files)
+    for part in PARTS:
+        if part.file:
+            assert any(fnmatchcase(name, part.file) for name in written), part.file
+    for name in written:  # and nothing else: every file is one part's, or summary.md
+        assert sum(part.owns(name) for part in PARTS) == (name != "summary.md"), name
+    assert not report.notes
+
+
 def test_a_run_without_eval_json_is_named_with_the_fix(pipeline: dict[str, Path], tmp_path: Path) -> None:
     unevaluated = tmp_path / "unevaluated"
     shutil.copytree(pipeline["full"], unevaluated)
@@ -462,11 +609,24 @@ def test_manifest_figures_say_what_they_could_not_draw(tmp_path: Path) -> None:
     )
     paths = [write_manifest(labeled, tmp_path / "labeled.parquet"), write_manifest(unlabeled, tmp_path / "u.parquet")]
     report = build_report([], paths, tmp_path / "out")
-    assert report.correlation is not None
-    names, rho, rows = report.correlation
+    correlation = report.of(registry.CORRELATION)
+    assert correlation is not None
+    names, rho, rows = list(correlation.names), correlation.rho, correlation.rows
     assert rows == 6 and sorted(names) == ["el2n", "forgetting", "memo"]
     assert rho[names.index("memo"), names.index("forgetting")] == pytest.approx(-1.0)
-    assert report.balance_curves[0].fractions == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # 0.05 keeps 0 rows
+    balance = report.of(registry.BALANCE)
+    assert balance is not None and balance.curves[0].fractions == (
+        0.1,
+        0.2,
+        0.3,
+        0.4,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+    )  # 0.05 keeps 0 rows
     assert "class balance of forgetting: skipped, " in " ".join(report.notes)
     assert any(note.startswith("easiest/hardest images of el2n: skipped, ") for note in report.notes)  # no pixels
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [

@@ -50,7 +50,8 @@ def report(
 
     Example: datadiet report runs/* -m scored.parquet -o report
     """
-    from datadiet_cli.report.build import ReportConfig, build_report
+    from datadiet_cli.report.build import build_report
+    from datadiet_cli.report.registry import ReportConfig
 
     chosen = tuple(name.strip() for name in (classes or "").split(",") if name.strip())
     config = ReportConfig(tuple(score or ()), chosen, per_side=per_class, min_ratio=min_ratio, seed=seed)
