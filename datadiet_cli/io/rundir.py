@@ -52,6 +52,10 @@ class RunDir:
         return str(self.path)
 
     @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT_FILE
 
@@ -67,16 +71,15 @@ class RunDir:
     def config(self) -> dict[str, Any]:
         """config.json, read once; one-line errors for a missing folder or an unreadable file."""
         if self._config is None:
-            if not self.path.is_dir():
-                raise RunDirError(
-                    f"{self.path}: no such run directory; create it with `datadiet train ... -o {self.path}`"
-                )
-            if not (self.path / CONFIG_FILE).is_file():
-                raise RunDirError(
-                    f"{self.path}: not a training run (no {CONFIG_FILE}); create it with `datadiet train`"
-                )
-            self._config = _read_json(self.path / CONFIG_FILE)
+            self._check_is_run()
+            self._config = _read_json(self.config_path)
         return self._config
+
+    def _check_is_run(self) -> None:
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path}: no such run directory; create it with `datadiet train ... -o {self.path}`")
+        if not self.config_path.is_file():
+            raise RunDirError(f"{self.path}: not a training run (no {CONFIG_FILE}); create it with `datadiet train`")
 
     def finished_config(self) -> dict[str, Any]:
         """config.json of a run that has finished at least one epoch (it has a checkpoint)."""
@@ -194,7 +197,7 @@ class RunDir:
         return target
 
     def read_eval(self) -> dict[str, Any]:
-        self.config()  # a missing folder or config.json is named before a missing eval.json
+        self._check_is_run()  # a missing folder or config.json is named before a missing eval.json
         if not self.eval_path.is_file():
             raise RunDirError(
                 f"{self.path}: has no {EVAL_FILE}; run `datadiet evaluate {self.path} TEST.parquet` first"

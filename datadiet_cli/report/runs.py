@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,9 +27,8 @@ from typing import Any
 from datadiet_cli.errors import RunDirError
 from datadiet_cli.io.lineage import SCORING_COMMANDS, Lineage, RecordedFile
 from datadiet_cli.io.manifest import read_manifest
+from datadiet_cli.io.rundir import RunDir
 
-CONFIG_FILE = "config.json"
-EVAL_FILE = "eval.json"
 UNPRUNED = "none"  # metric and keep of a run trained on its whole starting set
 
 
@@ -134,25 +132,18 @@ def describe_subset(lineage: Lineage, rows: int) -> dict[str, Any]:
 
 def read_run(run_dir: Path | str) -> RunRecord:
     """One run directory as a RunRecord, with one-line errors for what is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: no such run directory; create it with `datadiet train ... -o {run_dir}`")
-    config_path, eval_path = run_dir / CONFIG_FILE, run_dir / EVAL_FILE
-    if not config_path.is_file():
-        raise RunDirError(f"{run_dir}: not a training run (no {CONFIG_FILE}); create it with `datadiet train`")
-    if not eval_path.is_file():
-        raise RunDirError(f"{run_dir}: has no {EVAL_FILE}; run `datadiet evaluate {run_dir} TEST.parquet` first")
-    settings = _read_json(config_path)
-    evaluation = _read_json(eval_path)
+    run = RunDir(run_dir)
+    evaluation = run.read_eval()
+    settings = run.config()
     manifest = settings.get("manifest") or {}
     rows = int(manifest.get("rows") or 0)
-    subset = describe_subset(_lineage_of(run_dir, manifest), rows)
+    subset = describe_subset(_lineage_of(run, manifest), rows)
     config = settings.get("config") or {}
     recipe = config.get("recipe") or {}
     test = evaluation.get("test_manifest") or {}
     try:
         return RunRecord(
-            run_dir=str(run_dir),
+            run_dir=str(run.path),
             rows=rows,
             full_size=int(manifest.get("full_size") or rows),
             seed=int(config.get("seed") or 0),
@@ -167,29 +158,19 @@ def read_run(run_dir: Path | str) -> RunRecord:
         )
     except (KeyError, TypeError, ValueError):
         raise RunDirError(
-            f"{eval_path}: has no top1 accuracy; run `datadiet evaluate {run_dir} TEST.parquet` again"
+            f"{run.eval_path}: has no top1 accuracy; run `datadiet evaluate {run} TEST.parquet` again"
         ) from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunDirError(f"{path}: is not valid JSON ({error}); write it again with datadiet") from None
-    if not isinstance(document, dict):
-        raise RunDirError(f"{path}: is not a JSON object; write it again with datadiet")
-    return document
-
-
-def _lineage_of(run_dir: Path, manifest: Mapping[str, Any]) -> Lineage:
+def _lineage_of(run: RunDir, manifest: Mapping[str, Any]) -> Lineage:
     """The training manifest's lineage: from config.json, else from the unchanged manifest file itself."""
     if "lineage" in manifest:
-        return Lineage.of(manifest["lineage"], str(run_dir / CONFIG_FILE))
+        return Lineage.of(manifest["lineage"], str(run.config_path))
     recorded = RecordedFile.of(manifest)
     if recorded.unchanged():
         return read_manifest(recorded.path).lineage()
     raise RunDirError(
-        f"{run_dir / CONFIG_FILE}: records no lineage of its training manifest (an older datadiet) and "
+        f"{run.config_path}: records no lineage of its training manifest (an older datadiet) and "
         f"{manifest.get('path') or 'the manifest'} is gone or changed; train the run again with this datadiet"
     )
 
