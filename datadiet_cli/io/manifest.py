@@ -26,6 +26,7 @@ from datadiet_cli import __version__
 from datadiet_cli.errors import ColumnError, ManifestError
 from datadiet_cli.io.files import atomic_path, to_jsonable
 from datadiet_cli.io.lineage import Lineage, LineageStep
+from datadiet_cli.io.tables import read_parquet
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"datadiet"
@@ -154,15 +155,9 @@ class Manifest:
 def read_manifest(path: Path | str) -> Manifest:
     """Read and validate a manifest; every contract violation is a one-line ManifestError."""
     path = Path(path)
-    if not path.exists():
-        raise ManifestError(f"{path}: no such file")
     if path.is_dir():
         raise ManifestError(f"{path}: is a directory, not a Parquet manifest")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ManifestError(f"{path}: not a Parquet manifest ({reason}); create one with `datadiet ingest`") from None
+    table = read_parquet(path, "a Parquet manifest", ManifestError, fix="; create one with `datadiet ingest`")
     meta = _decode_metadata(path, table.schema.metadata or {})
     table = table.replace_schema_metadata(None)
     manifest = Manifest(table=table, meta=meta, source=path)

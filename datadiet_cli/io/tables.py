@@ -14,8 +14,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datadiet_cli.errors import ColumnError, ManifestError
+from datadiet_cli.errors import ColumnError, DatadietError, TableError
 from datadiet_cli.io.files import atomic_path, to_jsonable
+
+
+def read_parquet(
+    path: Path, what: str, error: type[DatadietError], *, missing: str = "no such file", fix: str = ""
+) -> pa.Table:
+    """The whole Parquet file, or one `error` line: `missing` when absent, else 'not WHAT (reason)FIX'."""
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as failure:
+        reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+        raise error(f"{path}: not {what} ({reason}){fix}") from None
+
 
 # -- embeddings files ---------------------------------------------------------------------
 
@@ -50,13 +64,7 @@ def read_embeddings(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str,
     list of floats per row, all of one length (fixed-size or variable-size lists).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: no such embeddings file")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ManifestError(f"{path}: not a Parquet embeddings file ({reason})") from None
+    table = read_parquet(path, "a Parquet embeddings file", TableError, missing="no such embeddings file")
     for column in ("id", "embedding"):
         if column not in table.column_names:
             raise ColumnError(
@@ -123,14 +131,7 @@ def write_table(columns: Mapping[str, np.ndarray], path: Path | str, metadata: M
 
 def read_table(path: Path | str) -> dict[str, np.ndarray]:
     """The columns of a Parquet file as numpy arrays (strings as object arrays), by column name."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: no such file")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ManifestError(f"{path}: not a Parquet file ({reason})") from None
+    table = read_parquet(Path(path), "a Parquet file", TableError)
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
@@ -140,7 +141,7 @@ def read_table_metadata(path: Path | str) -> dict[str, Any]:
     try:
         raw = pq.read_schema(path).metadata or {}
     except (pa.ArrowInvalid, OSError) as error:
-        raise ManifestError(f"{path}: not a Parquet file ({error})") from None
+        raise TableError(f"{path}: not a Parquet file ({error})") from None
     try:
         return json.loads(raw[TABLE_METADATA_KEY]) if TABLE_METADATA_KEY in raw else {}
     except json.JSONDecodeError:
