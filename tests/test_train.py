@@ -17,13 +17,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
-from datadiet_cli.data.batches import crop_flip, pack_pixels, split_batches, unpack_pixels
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.data.seeds import epoch_order, id_hashes
 from datadiet_cli.errors import ColumnError, OptionError
 from datadiet_cli.io.manifest import Manifest, write_manifest
 from datadiet_cli.io.rundir import CHECKPOINT_FILE, RunDir
 from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest
+from datadiet_cli.train.batches import crop_flip, pack_pixels, split_batches, unpack_pixels
 from datadiet_cli.train.dynamics import dynamics_matrix
 from datadiet_cli.train.loop import TrainProgress, train_run
 from datadiet_cli.train.models import build_model

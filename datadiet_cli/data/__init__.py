@@ -1,1 +1,1 @@
-"""Data: dataset sources (listing and decoding each format), the pixel cache, batching and augmentation."""
+"""Data: dataset sources (listing and decoding each format), ingest, the pixel cache, and seeds."""

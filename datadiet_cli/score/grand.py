@@ -57,7 +57,7 @@ def per_example_gradient_norms(
     run_dir: Path, manifest: Manifest, mode: str, device: str, pixels: np.ndarray | None, batch_size: int = 64
 ) -> np.ndarray:
     """(N,) GraNd of every row of `manifest` under the run's trained weights."""
-    from datadiet_cli.data.batches import split_batches
+    from datadiet_cli.train.batches import split_batches
     from datadiet_cli.train.evaluate import model_and_data
     from datadiet_cli.train.recipes import Augment, steps_per_epoch
 

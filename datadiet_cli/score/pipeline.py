@@ -60,6 +60,7 @@ def score_manifest(
 
 def _pixels_or_none(manifest: Manifest) -> np.ndarray | None:
     """Decode small images once for all probes (large images stream in every probe instead)."""
-    from datadiet_cli.data import batches, images
+    from datadiet_cli.data import images
+    from datadiet_cli.train import batches
 
     return images.load_images(manifest) if batches.is_small(manifest) else None

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datadiet_cli.data.batches import ImageData, load_data
 from datadiet_cli.device import select_device
 from datadiet_cli.errors import DatasetError, ManifestError
 from datadiet_cli.io.files import describe_file
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.io.rundir import RunDir
 from datadiet_cli.io.tables import write_table
+from datadiet_cli.train.batches import ImageData, load_data
 from datadiet_cli.train.loop import load_trained_model, normalisation_of, predict_batches, use_bf16
 from datadiet_cli.train.recipes import Precision, recipe_from_json
 

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from datadiet_cli.data import seeds
-from datadiet_cli.data.batches import ImageData, Normalisation, load_data, split_batches
 from datadiet_cli.device import fast_bf16, select_device
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.io.rundir import RunDir
+from datadiet_cli.train.batches import ImageData, Normalisation, load_data, split_batches
 from datadiet_cli.train.dynamics import DynamicsBuffer, dynamics_metadata
 from datadiet_cli.train.models import build_model
 from datadiet_cli.train.plan import Plan, plan_run, run_settings

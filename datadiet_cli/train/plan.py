@@ -18,10 +18,10 @@ import torch
 import torchvision
 
 from datadiet_cli import __version__
-from datadiet_cli.data.batches import ImageData
 from datadiet_cli.errors import ColumnError, ManifestError, OptionError
 from datadiet_cli.io.files import file_digest, to_jsonable
 from datadiet_cli.io.manifest import Manifest
+from datadiet_cli.train.batches import ImageData
 from datadiet_cli.train.recipes import (
     TrainConfig,
     base_learning_rate,
