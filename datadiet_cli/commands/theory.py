@@ -20,20 +20,18 @@ _HIDDEN_ALIASES = {"--f": "--fraction", "--min-f": "--min-fraction"}
 
 
 def _canonical_options(args: list[str]) -> list[str]:
-    """`args` with every hidden alias (also as `--f=0.5`) spelled as its option, up to a `--` ending the options."""
-    spelled: list[str] = []
-    for position, arg in enumerate(args):
-        if arg == "--":
-            return spelled + args[position:]
-        name, equals, value = arg.partition("=")
-        spelled.append(_HIDDEN_ALIASES.get(name, name) + equals + value)
-    return spelled
+    """`args` with every hidden alias (also as `--f=0.5`) spelled as the option it stands for."""
+    split = (arg.partition("=") for arg in args)
+    return [_HIDDEN_ALIASES.get(name, name) + equals + value for name, equals, value in split]
 
 
 class _AliasedCommand(TyperCommand):
-    """A command that also accepts the _HIDDEN_ALIASES: --help shows only the current names."""
+    """A command that also accepts the _HIDDEN_ALIASES: --help shows only the current names.
 
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+    Every argument is rewritten, values too, so it is only for commands whose values are numbers or choices.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, _canonical_options(args))
 
 
@@ -171,7 +169,9 @@ def simulate(
 
     Example: datadiet theory simulate --n 200 --alpha-tot 4 --fraction 0.5 --keep hard --draws 20 --json
     """
-    config = simulation.SimulationConfig(alpha_tot, fraction, n=n, theta=theta, keep=keep, draws=draws, seed=seed)
+    config = simulation.SimulationConfig(
+        alpha_tot=alpha_tot, fraction=fraction, n=n, theta=theta, keep=keep, draws=draws, seed=seed
+    )
     with console.progress_bar("max-margin students", quiet or as_json, unit="draws") as advance:
         result, theory = simulation.simulate_against_theory(config, progress=advance)
     payload = {**to_jsonable(config), **to_jsonable(result), "epsilon_theory": theory}
