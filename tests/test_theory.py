@@ -1,13 +1,17 @@
-"""`datadiet theory`: the saddle point against independent high-precision solves, known limits, f_min, simulation."""
+"""`datadiet theory`: the saddle point against independent high-precision solves, known limits, f_min,
+simulation, the numbers each figure draws (read back from its artists), and the command line."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import math
+import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -218,7 +222,15 @@ FEW_POINTS = figures.FigureGrids(
 )
 
 
-def lines_by_label(axes) -> dict:
+@pytest.fixture(autouse=True)
+def close_figures() -> Iterator[None]:
+    """Figures made through pyplot stay open until closed: close them after every test."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+def lines_by_label(axes: Any) -> dict[str, Any]:
     return {line.get_label(): line for line in axes.lines}
 
 
