@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated pixel cache for every test, tiny image trees, the real CIFAR-10 JPEGs."""
+"""Shared fixtures: an isolated pixel cache for every test, tiny image trees, the real CIFAR-10 JPEGs;
+and the `gpu` marker's skip where torch sees no CUDA device."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ SHARED = REPO_ROOT.parent / "shared"
 CIFAR10_TARBALL = SHARED / "data" / "cifar10-jpg.tar.gz"
 # Outside the repository and outside $DATADIET_CACHE (which tests point at tmp dirs): unpacked once per machine.
 CIFAR10_UNPACKED = Path.home() / ".cache" / "datadiet" / "cifar10"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip every `gpu`-marked test when torch sees no CUDA device (torch is imported only if one is collected)."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: torch {torch.__version__} sees none (torch.cuda.is_available())")
+    for item in gpu_tests:
+        item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +66,30 @@ def make_image_tree() -> ImageTreeMaker:
         return written
 
     return make
+
+
+LEARNABLE_CLASSES = ("ant", "bee", "cow")
+
+
+def write_learnable_tree(root: Path, per_split: Mapping[str, int], size: int = 8) -> None:
+    """ImageFolder trees (root/<split>/<class>/NNN.png) of RGB noise whose brightness band is the class:
+    a small CNN separates the classes within a few epochs, so a run that learns nothing is a bug."""
+    rng = np.random.default_rng(0)
+    for split, count in per_split.items():
+        for label, name in enumerate(LEARNABLE_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                pixels = rng.integers(0, 80, size=(size, size, 3)) + 80 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{index:03d}.png")
+
+
+@pytest.fixture(scope="session")
+def learnable_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/ (20 images per class) and test/ (6 per class) of `write_learnable_tree`, 8x8 pixels."""
+    root = tmp_path_factory.mktemp("learnable")
+    write_learnable_tree(root, {"train": 20, "test": 6})
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,33 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from datadiet_cli import console
 from datadiet_cli.io.files import to_jsonable
 from datadiet_cli.options import Quiet, Seed
-from datadiet_cli.theory import model as core
-from datadiet_cli.theory.model import Policy
+from datadiet_cli.theory import budget, figures, replica, simulation
+from datadiet_cli.theory.replica import Keep
+
+# The first spellings of the kept fraction; `prune --fraction` named it better. Still read, no longer listed.
+_HIDDEN_ALIASES = {"--f": "--fraction", "--min-f": "--min-fraction"}
+
+
+def _canonical_options(args: list[str]) -> list[str]:
+    """`args` with every hidden alias (also as `--f=0.5`) spelled as the option it stands for."""
+    split = (arg.partition("=") for arg in args)
+    return [_HIDDEN_ALIASES.get(name, name) + equals + value for name, equals, value in split]
+
+
+class _AliasedCommand(TyperCommand):
+    """A command that also accepts the _HIDDEN_ALIASES: --help shows only the current names.
+
+    Every argument is rewritten, values too, so it is only for commands whose values are numbers or choices.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _canonical_options(args))
+
 
 app = typer.Typer(
     name="theory",
@@ -20,7 +41,7 @@ app = typer.Typer(
         "The teacher-student perceptron theory of data pruning (Sorscher et al. 2022, §3 and App. A): the test "
         "error of a max-margin student trained on a pruned set, solved and simulated, to reason about a pruning "
         "budget before spending GPU hours (docs/theory.md).\n\n"
-        "Example: datadiet theory error --alpha 2 --f 0.5 --keep hard"
+        "Example: datadiet theory error --alpha 2 --fraction 0.5 --keep hard"
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -29,8 +50,8 @@ app = typer.Typer(
 Alpha = Annotated[
     float, typer.Option("--alpha", help="α_prune: kept examples per parameter, P_kept / N.", show_default=False)
 ]
-Fraction = Annotated[float, typer.Option("--f", help="Kept fraction f of the full dataset, in (0, 1].")]
-Keep = Annotated[Policy, typer.Option("--keep", help="hard: keep the f smallest |margins|; easy: the f largest.")]
+FractionOption = Annotated[float, typer.Option("--fraction", help="Kept fraction f of the full dataset, in (0, 1].")]
+KeepOption = Annotated[Keep, typer.Option("--keep", help="hard: keep the f smallest |margins|; easy: the f largest.")]
 Theta = Annotated[
     float, typer.Option("--theta", help="Angle between pruning probe and teacher, degrees (0 = perfect).")
 ]
@@ -44,68 +65,72 @@ def _emit(as_json: bool, payload: dict[str, Any], *lines: str) -> None:
         console.summary(False, *lines)
 
 
-@app.command("error")
-def error(alpha: Alpha, f: Fraction = 1.0, keep: Keep = Policy.hard, as_json: Json = False) -> None:
+@app.command("error", cls=_AliasedCommand)
+def error(alpha: Alpha, fraction: FractionOption = 1.0, keep: KeepOption = Keep.hard, as_json: Json = False) -> None:
     """Test error ε = arccos(R)/π of the max-margin student on a set pruned by the teacher's margin.
 
     Solves the replica saddle point for R (student-teacher cosine) and κ (the student's margin). f = 1 is the classical max-margin perceptron, ε ≈ 0.50/α at large α.
 
-    Example: datadiet theory error --alpha 2 --f 0.5 --keep hard --json
+    Example: datadiet theory error --alpha 2 --fraction 0.5 --keep hard --json
     """
-    s = core.solve(alpha, f, keep)
+    s = replica.solve(alpha, fraction, keep)
     _emit(
         as_json,
-        {"epsilon": s.epsilon, "R": s.R, "kappa": s.kappa, "alpha": alpha, "f": f, "keep": keep.value},
-        f"ε = {s.epsilon:.6g}  (R = {s.R:.6g}, κ = {s.kappa:.6g}) at α_prune {alpha:g}, f {f:g}, keep {keep.value}",
+        {"epsilon": s.epsilon, "R": s.R, "kappa": s.kappa, "alpha": alpha, "f": fraction, "keep": keep.value},
+        f"ε = {s.epsilon:.6g}  (R = {s.R:.6g}, κ = {s.kappa:.6g}) at α_prune {alpha:g}, f {fraction:g}, "
+        f"keep {keep.value}",
     )
 
 
-@app.command("pareto")
+@app.command("pareto", cls=_AliasedCommand)
 def pareto(
     alpha: Annotated[
         list[float], typer.Option("--alpha", help="α_prune values; repeat the option.", show_default=False)
     ],
-    min_f: Annotated[
-        float, typer.Option("--min-f", help="Smallest kept fraction searched (grid from it to 1).")
+    min_fraction: Annotated[
+        float, typer.Option("--min-fraction", help="Smallest kept fraction searched (grid from it to 1).")
     ] = 0.01,
     points: Annotated[int, typer.Option("--points", help="Grid points in f (log-spaced), per policy.")] = 41,
     as_json: Json = False,
 ) -> None:
     """For each α_prune, the kept fraction f and policy with the lowest ε (Fig. 1A's Pareto frontier, Fig. 1E's f_opt).
 
-    With a perfect metric ε keeps falling as f shrinks at fixed α_prune, so f_opt often sits at --min-f (flagged at_grid_edge): the real limit is the raw data it needs, alpha_tot = α_prune / f.
+    With a perfect metric ε keeps falling as f shrinks at fixed α_prune, so f_opt often sits at --min-fraction (flagged at_grid_edge): the real limit is the raw data it needs, alpha_tot = α_prune / f.
 
-    Example: datadiet theory pareto --alpha 1 --alpha 3 --alpha 10 --min-f 0.1 --json
+    Example: datadiet theory pareto --alpha 1 --alpha 3 --alpha 10 --min-fraction 0.1 --json
     """
-    results = [core.pareto_point(a, core.fraction_grid(min_f, points)) for a in alpha]
+    results = budget.pareto_frontier(alpha, min_fraction, points)
     rows = [{**to_jsonable(p), "alpha_tot": p.alpha / p.fraction} for p in results]
     _emit(
         as_json,
         {"pareto": rows},
         *(
             f"α_prune {p.alpha:g}: keep {p.keep.value} f = {p.fraction:.4g} -> ε = {p.epsilon:.4g} "
-            f"(unpruned {p.epsilon_unpruned:.4g}; needs α_tot {p.alpha / p.fraction:.4g}){' at --min-f' * p.at_grid_edge}"
+            f"(unpruned {p.epsilon_unpruned:.4g}; needs α_tot {p.alpha / p.fraction:.4g})"
+            + " at --min-fraction"
+            * p.at_grid_edge
             for p in results
         ),
     )
 
 
-@app.command("crossover")
+@app.command("crossover", cls=_AliasedCommand)
 def crossover(
-    f: Annotated[float, typer.Option("--f", help="Kept fraction f, in (0, 1).", show_default=False)],
+    fraction: Annotated[float, typer.Option("--fraction", help="Kept fraction f, in (0, 1).", show_default=False)],
     as_json: Json = False,
 ) -> None:
     """The data size α_tot at which keep easy and keep hard give the same test error (Fig. 1B/C).
 
     Below it (scarce data) keep the easy examples, above it (abundant data) keep the hard ones.
 
-    Example: datadiet theory crossover --f 0.5 --json
+    Example: datadiet theory crossover --fraction 0.5 --json
     """
-    alpha_tot = core.crossover(f)
+    alpha_tot = budget.crossover(fraction)
     _emit(
         as_json,
-        {"alpha_tot": alpha_tot, "alpha_prune": f * alpha_tot, "f": f},
-        f"keep easy below α_tot = {alpha_tot:.6g}, keep hard above it (f {f:g}, α_prune {f * alpha_tot:.6g})",
+        {"alpha_tot": alpha_tot, "alpha_prune": fraction * alpha_tot, "f": fraction},
+        f"keep easy below α_tot = {alpha_tot:.6g}, keep hard above it "
+        f"(f {fraction:g}, α_prune {fraction * alpha_tot:.6g})",
     )
 
 
@@ -120,19 +145,19 @@ def fmin(
 
     Example: datadiet theory fmin --theta 10 --json
     """
-    value = core.f_min(theta)
+    value = budget.f_min(theta)
     _emit(as_json, {"f_min": value, "theta": theta}, f"f_min({theta:g}°) = {value:.4f}: keep at least {value:.1%}")
 
 
-@app.command("simulate")
+@app.command("simulate", cls=_AliasedCommand)
 def simulate(
     alpha_tot: Annotated[
         float, typer.Option("--alpha-tot", help="α_tot: examples per parameter before pruning.", show_default=False)
     ],
-    f: Fraction = 1.0,
+    fraction: FractionOption = 1.0,
     n: Annotated[int, typer.Option("--n", help="Input dimension N (the paper: 200).")] = 200,
     theta: Theta = 0.0,
-    keep: Keep = Policy.hard,
+    keep: KeepOption = Keep.hard,
     draws: Annotated[int, typer.Option("--draws", help="Independent datasets (the paper: 100).")] = 100,
     seed: Seed = 0,
     as_json: Json = False,
@@ -142,12 +167,13 @@ def simulate(
 
     Each optimum is checked against the KKT conditions; at θ = 0 the theory's ε is printed alongside.
 
-    Example: datadiet theory simulate --n 200 --alpha-tot 4 --f 0.5 --keep hard --draws 20 --json
+    Example: datadiet theory simulate --n 200 --alpha-tot 4 --fraction 0.5 --keep hard --draws 20 --json
     """
-    config = core.SimulationConfig(alpha_tot=alpha_tot, fraction=f, n=n, theta=theta, keep=keep, draws=draws, seed=seed)
+    config = simulation.SimulationConfig(
+        alpha_tot=alpha_tot, fraction=fraction, n=n, theta=theta, keep=keep, draws=draws, seed=seed
+    )
     with console.progress_bar("max-margin students", quiet or as_json, unit="draws") as advance:
-        result = core.simulate(config, progress=advance)
-    theory = core.error(result.alpha_prune, f, keep) if theta == 0 else None
+        result, theory = simulation.simulate_against_theory(config, progress=advance)
     payload = {**to_jsonable(config), **to_jsonable(result), "epsilon_theory": theory}
     payload.pop("epsilons")
     _emit(
@@ -174,5 +200,5 @@ def plot(
     Example: datadiet theory plot -o docs/figures/theory
     """
     with console.progress_bar("theory figures", quiet, unit="steps") as advance:
-        written = core.write_figures(output, draws=draws, seed=seed, progress=advance)
+        written = figures.write_figures(output, draws=draws, seed=seed, progress=advance)
     console.summary(quiet, *(f"wrote {path}" for path in written))
