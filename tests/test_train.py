@@ -43,23 +43,10 @@ runner = CliRunner()
 CLASSES = ("ant", "bee", "cow")
 
 
-def write_tiny_tree(root: Path, per_class: dict[str, int], size: int = 8) -> None:
-    """train/ and test/ ImageFolder trees of RGB images whose brightness depends on the class (learnable)."""
-    rng = np.random.default_rng(0)
-    for split, count in per_class.items():
-        for label, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for index in range(count):
-                pixels = rng.integers(0, 80, size=(size, size, 3)) + 80 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{index:03d}.png")
-
-
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    write_tiny_tree(root, {"train": 20, "test": 6})
-    return root
+def tiny_root(learnable_tree: Path) -> Path:
+    """train/ (20 per class) and test/ (6 per class) 8x8 images whose brightness is the class (conftest)."""
+    return learnable_tree
 
 
 @pytest.fixture
