@@ -7,7 +7,6 @@ recorded input still exists and has the digest it had.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import shlex
@@ -19,6 +18,7 @@ from typing import Any
 
 from datadiet_cli import __version__
 from datadiet_cli.errors import LineageError
+from datadiet_cli.io.clock import recorded_time
 from datadiet_cli.io.files import describe_file, file_digest, to_jsonable
 
 # Commands whose step adds a score column (a run trained after one of these is an unpruned start).
@@ -40,7 +40,7 @@ class LineageStep:
             "argv": shlex.join(["datadiet", *sys.argv[1:]]) if _invoked_as_cli() else None,
             "options": to_jsonable(self.options),
             "version": __version__,
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "time": recorded_time(),
             "inputs": [describe_file(p) for p in self.inputs],
             "stats": to_jsonable(self.stats),
         }

@@ -6,13 +6,13 @@ report's registry (report.registry).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from datadiet_cli import __version__
+from datadiet_cli.io.clock import recorded_time
 from datadiet_cli.report.runs import RunRecord, Selection
 from datadiet_cli.report.scores import ContactSheet
 from datadiet_cli.report.stats import (
@@ -30,7 +30,7 @@ SUMMARY_FILE = "summary.md"
 
 def summary_markdown(files: Sequence[str], sections: Sequence[str], notes: Sequence[str]) -> str:
     """The whole document: title, when and what was written, the sections' lines, then the notes."""
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = recorded_time()
     lines = ["# datadiet report", "", f"Written {now} by datadiet {__version__}. Files: {', '.join(files)}.", ""]
     lines += sections
     if notes:

@@ -6,7 +6,6 @@ one-line error before any pixel is decoded.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import math
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torchvision
 
 from datadiet_cli import __version__
 from datadiet_cli.errors import ColumnError, ManifestError, OptionError
+from datadiet_cli.io.clock import recorded_time
 from datadiet_cli.io.files import file_digest, to_jsonable
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.train.batches import ImageData
@@ -112,7 +112,7 @@ def run_settings(
     source = manifest.source if manifest.source is not None and Path(manifest.source).is_file() else None
     return {
         "datadiet_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": recorded_time(),
         "manifest": {
             "path": str(Path(source).resolve()) if source else None,
             "sha256": file_digest(source) if source else None,
