@@ -26,7 +26,7 @@ def read_parquet(
         raise error(f"{path}: {missing}")
     try:
         return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as failure:
+    except (pa.ArrowException, OSError) as failure:  # not Parquet, damaged, or a type Arrow cannot read
         reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
         raise error(f"{path}: not {what} ({reason}){fix}") from None
 
@@ -140,7 +140,7 @@ def read_table_metadata(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:
         raw = pq.read_schema(path).metadata or {}
-    except (pa.ArrowInvalid, OSError) as error:
+    except (pa.ArrowException, OSError) as error:
         raise TableError(f"{path}: not a Parquet file ({error})") from None
     try:
         return json.loads(raw[TABLE_METADATA_KEY]) if TABLE_METADATA_KEY in raw else {}
