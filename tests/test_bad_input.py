@@ -587,3 +587,25 @@ def test_an_existing_output_is_replaced_and_kept_whole_when_the_step_fails(tmp_p
     expect_error(tmp_path, prune_args(source, out, "--count", "99"), 2,
                  "give exactly one of --fraction or --count")  # fmt: skip
     assert read_manifest(out).num_rows == 4  # a failed run leaves the earlier output as it was
+
+
+def test_a_probe_interrupted_before_its_first_checkpoint_is_resumed_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What score's Ctrl-C line promises: rerunning continues every probe run, even one with only config.json."""
+    from datadiet_cli.io.rundir import RunDir
+    from datadiet_cli.score import probes
+    from datadiet_cli.score.config import ScoreConfig
+    from datadiet_cli.score.registry import Metric
+
+    calls: list[tuple[Path, bool]] = []
+
+    def train_run(manifest: object, config: object, run_dir: Path, **options: object) -> None:
+        calls.append((Path(run_dir), bool(options["resume"])))
+
+    monkeypatch.setitem(sys.modules, "datadiet_cli.train.loop", types.SimpleNamespace(train_run=train_run))
+    manifest = read_manifest(scored_manifest(tmp_path))
+    config = ScoreConfig(metric=Metric.el2n, probes=2, recipe="fast", device="cpu")
+    RunDir(tmp_path / "probes" / "probe-00").open({"settings": "recorded"}, resume=False)  # killed before epoch 1
+    probes.train_probes(manifest, config, tmp_path / "probes", None, None)
+    assert calls == [(tmp_path / "probes" / "probe-00", True), (tmp_path / "probes" / "probe-01", False)]
