@@ -132,7 +132,8 @@ def test_integer_ids_are_refused(tmp_path: Path) -> None:
 
 
 def test_what_pandas_writes_is_read_as_the_contract_says(tmp_path: Path) -> None:
-    """Dictionary-encoded ids (a categorical), uint8 labels and uint64 values int64 can hold are fine."""
+    """Dictionary-encoded ids (a categorical), uint8 labels, uint64 values int64 can hold, an all-null
+    label column (no type at all) are fine."""
     table = pa.table(
         {
             "id": IDS.dictionary_encode(),
@@ -143,6 +144,8 @@ def test_what_pandas_writes_is_read_as_the_contract_says(tmp_path: Path) -> None
     manifest = read_manifest(plain_parquet(tmp_path, "ok.parquet", table))
     assert manifest.table.schema.types[:3] == [pa.string(), pa.int64(), pa.int64()]
     assert manifest.groups("cluster").tolist() == [0, 2**63 - 1, 1]
+    unlabeled = read_manifest(plain_parquet(tmp_path, "unlabeled.parquet", pa.table({"id": IDS, "label": [None] * 3})))
+    assert unlabeled.table.schema.field("label").type == pa.int64() and unlabeled.table.column("label").null_count == 3
 
 
 # -- 1. metadata that is valid JSON of the wrong shape ------------------------------------------------------
@@ -167,6 +170,10 @@ V1 = {"format_version": 1}
             {**V1, "lineage": [{"command": "prune", "stats": {"rows_in": "many"}}]},
             f"metadata 'lineage[0].stats.rows_in' is a string ('many'), not a row count{REWRITE}",
         ),
+        (
+            {**V1, "lineage": [{"command": "ingest"}, {"command": "prune", "stats": {"rows_kept": 4}}]},
+            f"metadata 'lineage[1].stats.rows_in' is missing (a row count){REWRITE}",
+        ),
         ({**V1, "dataset": ["cifar10"]}, f"metadata 'dataset' is a list, not an object{REWRITE}"),
         ({**V1, "dataset": {"classes": "ab"}}, f"metadata 'dataset.classes' is a string ('ab'), not a list{REWRITE}"),
         ({**V1, "dataset": {"classes": [0, 1]}}, f"metadata 'dataset.classes[0]' is the number 0, not a string (a class name){REWRITE}"),
@@ -179,7 +186,7 @@ V1 = {"format_version": 1}
     ],
     ids=[
         "document-list", "document-string", "lineage-object", "step-string", "step-options-list", "step-inputs-strings",
-        "prune-stats-string", "dataset-list", "classes-string", "class-names-numbers", "image-shape-negative",
+        "prune-stats-string", "prune-stats-missing", "dataset-list", "classes-string", "class-names-numbers", "image-shape-negative",
         "scores-string", "score-description-number", "format-version-list", "truncated-json", "deep-json",
     ],
 )  # fmt: skip
@@ -396,11 +403,15 @@ def without_root_powers(read_only: Path) -> list[str]:
 
 @pytest.fixture
 def read_only_folder(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "readonly"
+    """tmp_path/readonly (r-x: may be listed, not written) and tmp_path/locked/inner (locked: no permissions)."""
+    folder, locked = tmp_path / "readonly", tmp_path / "locked"
     folder.mkdir()
+    (locked / "inner").mkdir(parents=True)
     folder.chmod(0o555)
+    locked.chmod(0o000)
     yield folder
     folder.chmod(0o755)
+    locked.chmod(0o755)
 
 
 # Runs several command lines in one process (one interpreter start, not one per case): exit code, stdout, stderr.
@@ -414,27 +425,36 @@ print(json.dumps([[r.exit_code, r.stdout, r.stderr] for r in results]))
 """
 
 
-def test_a_folder_that_is_not_writable_is_named(tmp_path: Path, read_only_folder: Path) -> None:
+def test_folders_that_may_not_be_written_or_entered_are_named(tmp_path: Path, read_only_folder: Path) -> None:
     prefix = without_root_powers(read_only_folder)
-    source = scored_manifest(tmp_path)
+    source, locked = scored_manifest(tmp_path), tmp_path / "locked"
     before = tree(tmp_path)
+
+    def not_writable(out: Path) -> str:
+        return (
+            f"error: -o {out}: the folder {read_only_folder} is not writable (permission denied); "
+            "choose another -o path or make the folder writable\n"
+        )
+
     cases = [
-        (prune_args(source, read_only_folder / "out.parquet"), read_only_folder / "out.parquet"),
-        (prune_args(source, read_only_folder / "new" / "out.parquet"), read_only_folder / "new" / "out.parquet"),
-        (["train", source, "-o", read_only_folder / "run", "--recipe", "fast"], read_only_folder / "run"),
-        (["report", tmp_path, "-o", read_only_folder / "report"], read_only_folder / "report"),
-        (["theory", "plot", "-o", read_only_folder / "figures"], read_only_folder / "figures"),
+        (prune_args(source, read_only_folder / "out.parquet"), not_writable(read_only_folder / "out.parquet")),
+        (prune_args(source, read_only_folder / "new" / "out.parquet"), not_writable(read_only_folder / "new" / "out.parquet")),
+        (["train", source, "-o", read_only_folder / "run", "--recipe", "fast"], not_writable(read_only_folder / "run")),
+        (["report", tmp_path, "-o", read_only_folder / "report"], not_writable(read_only_folder / "report")),
+        (["theory", "plot", "-o", read_only_folder / "figures"], not_writable(read_only_folder / "figures")),
+        (prune_args(source, locked / "inner" / "out.parquet"),
+         f"error: -o {locked / 'inner' / 'out.parquet'}: the folder {locked} may not be looked into (permission "
+         "denied); choose another -o path or fix its permissions\n"),
+        (prune_args(locked / "inner" / "in.parquet", tmp_path / "out.parquet"),
+         f"error: {locked / 'inner' / 'in.parquet'}: the folder {locked} may not be looked into (permission denied); "
+         "fix its permissions\n"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     argv = json.dumps([[str(arg) for arg in args] for args, _ in cases])
     completed = subprocess.run([*prefix, sys.executable, "-c", RUN_MANY, argv], capture_output=True, text=True, env=env)
     assert completed.returncode == 0, completed.stderr
-    expected = [
-        [1, "", f"error: -o {out}: the folder {read_only_folder} is not writable (permission denied); "
-                "choose another -o path or make the folder writable\n"]
-        for _, out in cases
-    ]  # fmt: skip
-    assert json.loads(completed.stdout) == expected
+    assert json.loads(completed.stdout) == [[1, "", line] for _, line in cases]
+    locked.chmod(0o755)
     assert tree(tmp_path) == before
 
 

@@ -77,10 +77,6 @@ def outputs_written() -> list[Path]:
     return found
 
 
-def outputs_declared() -> list[Path]:
-    return list(_declared)
-
-
 def _temporary_name(target: Path) -> str:
     return f".{target.name}.tmp-{os.getpid()}"
 
@@ -146,6 +142,13 @@ def check_output(output: Path | str, *inputs: Path | str, suffix: str = ".parque
     """Refuse an output file path before any work: `-`, a wrong suffix, a folder, one of the step's
     inputs, or a place that cannot be written. An existing file is replaced (atomically) by the write."""
     output = Path(output)
+    with _denied_as_output_error(output, option):
+        _check_output_file(output, inputs, suffix, option)
+    _declared.append(output)
+    return output
+
+
+def _check_output_file(output: Path, inputs: tuple[Path | str, ...], suffix: str, option: str) -> None:
     if str(output) == "-":
         raise OptionError(f"{option} -: datadiet writes files, not standard output; give a {suffix} path")
     if output.is_dir():
@@ -159,8 +162,6 @@ def check_output(output: Path | str, *inputs: Path | str, suffix: str = ".parque
         if _same_file(Path(source), output):
             raise OptionError(f"{output}: the output would overwrite the input; choose another {option} path")
     _check_writable_folder(output.parent, output, option)
-    _declared.append(output)
-    return output
 
 
 def check_output_folder(output: Path | str, *, option: str = "-o", what: str = "folder") -> Path:
@@ -168,11 +169,33 @@ def check_output_folder(output: Path | str, *, option: str = "-o", what: str = "
     output = Path(output)
     if str(output) == "-":
         raise OptionError(f"{option} -: datadiet writes a {what}, not standard output; give a folder path")
-    if output.exists() and not output.is_dir():
-        raise OptionError(f"{output}: is a file; {option} takes a {what}")
-    _check_writable_folder(output if output.is_dir() else output.parent, output, option)
+    with _denied_as_output_error(output, option):
+        if output.exists() and not output.is_dir():
+            raise OptionError(f"{output}: is a file; {option} takes a {what}")
+        _check_writable_folder(output if output.is_dir() else output.parent, output, option)
     _declared.append(output)
     return output
+
+
+@contextmanager
+def _denied_as_output_error(output: Path, option: str) -> Iterator[None]:
+    """A folder on the way that may not even be looked into (stat fails with EACCES) is one line too."""
+    try:
+        yield
+    except PermissionError:
+        raise OutputError(
+            f"{option} {output}: the folder {unsearchable_folder(output)} may not be looked into (permission "
+            f"denied); choose another {option} path or fix its permissions"
+        ) from None
+
+
+def unsearchable_folder(path: Path | str) -> Path:
+    """The outermost folder on the way to `path` that this process may not look into (no execute permission)."""
+    absolute = Path(os.path.abspath(path))
+    for folder in reversed(absolute.parents):
+        if not os.access(folder, os.X_OK):
+            return folder
+    return absolute.parent
 
 
 _FORMATS = {".parquet": "Parquet", ".json": "JSON"}

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,7 @@ def read_manifest(path: Path | str) -> Manifest:
     path = Path(path)
     if str(path) == "-":
         raise ManifestError("-: datadiet reads manifests from files, not standard input; give a .parquet path")
-    if path.is_dir():
+    if os.path.isdir(path):  # False where a folder on the way may not be looked into: read_parquet says so
         raise ManifestError(f"{path}: is a directory, not a Parquet manifest")
     table = read_parquet(path, "a Parquet manifest", ManifestError, fix="; create one with `datadiet ingest`")
     meta = _decode_metadata(path, table.schema.metadata or {})
@@ -235,8 +236,9 @@ _STEP_FIELDS: dict[str, tuple[type, ...]] = {
     "inputs": (list,),
     "stats": (dict,),
 }
-# Lineage stats that later steps read as counts: prune's sizes (balance, train --matched-iterations).
+# Lineage stats that later steps read as counts: prune's sizes (balance; train reads rows_in as the full size).
 _COUNT_STATS = {"prune": ("rows_in", "rows_kept", "full_size")}
+_REQUIRED_STATS = {"prune": ("rows_in",)}
 
 
 def check_metadata_shape(path: Path | str, meta: Mapping[str, Any]) -> None:
@@ -283,6 +285,8 @@ def check_metadata_shape(path: Path | str, meta: Mapping[str, Any]) -> None:
                 )
         for stat in _COUNT_STATS.get(str(step.get("command")), ()):
             value = (step.get("stats") or {}).get(stat)
+            if value is None and stat in _REQUIRED_STATS.get(str(step.get("command")), ()):
+                raise LineageError(f"{path}: metadata '{where}.stats.{stat}' is missing (a row count){_REWRITE}")
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise LineageError(
                     f"{path}: metadata '{where}.stats.{stat}' is {_json_kind(value)}, not a row count{_REWRITE}"
@@ -357,6 +361,8 @@ def _as_int64(name: str, column: str, values: pa.ChunkedArray, ids: pa.ChunkedAr
     """An integer column as int64, refusing other types and values int64 cannot hold (uint64 > 2**63 - 1)."""
     kind = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
     fix = f"it must hold integers ({meaning}); write it as int64, with nulls for missing values"
+    if pa.types.is_null(kind):  # every value null (another tool's all-None column): unlabeled
+        return values.cast(pa.int64())
     if not pa.types.is_integer(kind):
         raise ColumnError(f"{name}: column '{column}' is {values.type}; {fix}")
     if pa.types.is_dictionary(values.type):

@@ -6,6 +6,7 @@ Training dynamics and predictions are plain tables; their metadata is JSON in th
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datadiet_cli.errors import ColumnError, DatadietError, TableError
-from datadiet_cli.io.files import atomic_path, to_jsonable
+from datadiet_cli.io.files import atomic_path, to_jsonable, unsearchable_folder
 
 
 def read_parquet(
     path: Path, what: str, error: type[DatadietError], *, missing: str = "no such file", fix: str = ""
 ) -> pa.Table:
     """The whole Parquet file, or one `error` line: `missing` when absent, else 'not WHAT (reason)FIX'."""
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except PermissionError:  # a folder on the way may not be looked into
+        folder = unsearchable_folder(path)
+        raise error(
+            f"{path}: the folder {folder} may not be looked into (permission denied); fix its permissions"
+        ) from None
+    if not found:
         raise error(f"{path}: {missing}")
+    if not os.access(path, os.R_OK):
+        raise error(f"{path}: cannot be read (permission denied); fix its permissions or copy the file")
     try:
         return pq.read_table(path)
     except (pa.ArrowException, OSError) as failure:  # not Parquet, damaged, or a type Arrow cannot read
