@@ -16,8 +16,9 @@ from datadiet_cli.commands import report as report_command
 from datadiet_cli.commands import score as score_command
 from datadiet_cli.commands import theory as theory_command
 from datadiet_cli.commands import train as train_command
-from datadiet_cli.console import error_line
+from datadiet_cli.console import error_line, interrupted_line, reset_interrupt_notes
 from datadiet_cli.errors import DatadietError
+from datadiet_cli.io.files import outputs_written, reset_outputs
 
 try:  # typer >= 0.29 vendors its own click
     from typer._click import exceptions as click_errors
@@ -25,8 +26,24 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as click_errors
 
 
+class Interrupted(DatadietError):
+    """Ctrl-C (SIGINT) during a command; the message says what is on disk (console.interrupted_line)."""
+
+    exit_code = 130
+
+
 class DatadietGroup(TyperGroup):
-    """Turns every failure into one red line on stderr and an exit code: 1 for bad input, 2 for usage."""
+    """Turns every failure into one red line on stderr and an exit code: 1 for bad input, 2 for usage,
+    130 for Ctrl-C."""
+
+    def invoke(self, ctx: Any) -> Any:
+        # typer turns a KeyboardInterrupt raised inside a command into a silent exit 130; catch it first.
+        reset_outputs()
+        reset_interrupt_notes()
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_line(outputs_written())) from None
 
     def main(
         self,
@@ -49,8 +66,8 @@ class DatadietGroup(TyperGroup):
         except click_errors.ClickException as error:
             error_line(error.format_message())
             sys.exit(error.exit_code)
-        except typer.Abort:
-            error_line("interrupted; no output was written")
+        except (typer.Abort, KeyboardInterrupt):  # Ctrl-C while parsing, or at a prompt
+            error_line(interrupted_line(outputs_written()))
             sys.exit(130)
         except DatadietError as error:
             error_line(str(error))

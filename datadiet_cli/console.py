@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -23,6 +24,32 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 # Library functions that do long work accept `progress(done_delta, total)` callbacks of this shape.
 ProgressCallback = Callable[[int, int], None]
+
+
+# What Ctrl-C leaves on disk, said by the command that knows (e.g. train: a resumable run folder).
+# Called with the declared outputs written so far; None falls back to `interrupted_line`'s default.
+InterruptNote = Callable[[list[Path]], "str | None"]
+_interrupt_notes: list[InterruptNote] = []
+
+
+def on_interrupt(note: InterruptNote) -> None:
+    """Register what to say if the running command is interrupted (the last registered note wins)."""
+    _interrupt_notes.append(note)
+
+
+def reset_interrupt_notes() -> None:
+    _interrupt_notes.clear()
+
+
+def interrupted_line(written: list[Path]) -> str:
+    """The line Ctrl-C prints: the command's own note, or what of its outputs is on disk."""
+    for note in reversed(_interrupt_notes):
+        line = note(written)
+        if line:
+            return line
+    if not written:
+        return "interrupted; no output was written"
+    return f"interrupted after writing {', '.join(map(str, written))}; its other outputs were not written"
 
 
 def error_line(message: str) -> None:

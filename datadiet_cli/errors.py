@@ -44,6 +44,11 @@ class SolverError(DatadietError):
     """A theory solve failed its own check (a max-margin solution that breaks the KKT conditions)."""
 
 
+class OutputError(DatadietError, OSError):
+    """An output cannot be written: its folder is not writable, the disk is full. Also an OSError, so code
+    that tolerates a failed write (the pixel cache) still does."""
+
+
 class OptionError(DatadietError):
     """An option value is invalid for this input (e.g. --count larger than the manifest)."""
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from datadiet_cli.data.seeds import SEED_MAX
 from datadiet_cli.train.recipes import RecipeName
 
 
@@ -31,13 +32,26 @@ OutputManifest = Annotated[
     typer.Option(
         "--output",
         "-o",
-        help="Output manifest (.parquet). Written atomically: a failed run leaves no file.",
+        help="Output manifest (.parquet). Written atomically: a failed run leaves no file, and an existing file "
+        "is replaced only once the new one is complete.",
         show_default=False,
     ),
 ]
+
+
+def _seed_in_range(value: int) -> int:
+    if not 0 <= value <= SEED_MAX:
+        raise typer.BadParameter(f"{value} is outside 0..{SEED_MAX} (2**32-1); a seed is a non-negative 32-bit integer")
+    return value
+
+
 Seed = Annotated[
     int,
-    typer.Option("--seed", help="Random seed; the same seed and input give the same output."),
+    typer.Option(
+        "--seed",
+        help=f"Random seed, 0..{SEED_MAX}; the same seed and input give the same output.",
+        callback=_seed_in_range,
+    ),
 ]
 Quiet = Annotated[
     bool,

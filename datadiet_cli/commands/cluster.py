@@ -110,9 +110,10 @@ def cluster(
 
     Example: datadiet cluster cifar.parquet -o clustered.parquet --encoder ../shared/models/efficientnet_lite0_imagenet.pt2
     """
-    check_output(output, manifest)
+    inputs = (manifest, *(embeddings or ()), *([embedding_ids] if embedding_ids else []))
+    check_output(output, *inputs)
     if save_embeddings is not None:
-        check_output(save_embeddings, manifest, output)
+        check_output(save_embeddings, *inputs, output, option="--save-embeddings")
     job = ClusterJob(
         cluster=ClusterConfig(k=k, iters=iters, fit_fraction=fit_fraction, spherical=spherical, engine=engine,
                               ensemble=ensemble, seed=seed),

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
+from datadiet_cli.io.files import check_output_folder
 from datadiet_cli.options import Quiet, Seed
 
 RunDirs = Annotated[
@@ -53,6 +54,7 @@ def report(
     from datadiet_cli.report.build import build_report
     from datadiet_cli.report.registry import ReportConfig
 
+    check_output_folder(output, what="folder for the report")
     chosen = tuple(name.strip() for name in (classes or "").split(",") if name.strip())
     config = ReportConfig(tuple(score or ()), chosen, per_side=per_class, min_ratio=min_ratio, seed=seed)
     with console.progress_bar("report", quiet, unit="steps") as progress:

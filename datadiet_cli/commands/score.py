@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.io.files import check_output
+from datadiet_cli.io.files import check_output, check_output_folder
 from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.options import (
     ArchOption,
@@ -86,10 +86,13 @@ def score(
     Example: datadiet score train.parquet -o scored.parquet --metric el2n --probes 10 --probe-epochs 20
     """
     check_output(output, manifest)
+    probes_dir = check_output_folder(probes_dir or output.with_suffix(".probes"), option="--probes-dir")
+    if not from_runs:
+        console.on_interrupt(lambda written: f"interrupted; {output} was not written; the probe runs in {probes_dir} "
+                                             "continue from their last finished epoch when the same command runs again")  # fmt: skip
     config = ScoreConfig(metric=metric, probes=probes, probe_epochs=probe_epochs, probe_schedule=probe_schedule, recipe=recipe.value, arch=arch, augment=augment, seed=seed,
                          variant=variant, subset=subset, grand_mode=grand_mode, device=device.value,
                          jobs=jobs, column=column)  # fmt: skip
-    probes_dir = probes_dir or output.with_suffix(".probes")
     with console.progress_bar(f"{metric.value}: probes", quiet, unit="probes") as advance:
         scored = score_manifest(read_manifest(manifest), config, probes_dir, from_runs or (), advance)
     write_manifest(scored, output)

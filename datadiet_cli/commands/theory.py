@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperCommand
 
 from datadiet_cli import console
-from datadiet_cli.io.files import to_jsonable
+from datadiet_cli.io.files import check_output_folder, to_jsonable
 from datadiet_cli.options import Quiet, Seed
 from datadiet_cli.theory import budget, figures, replica, simulation
 from datadiet_cli.theory.replica import Keep
@@ -199,6 +199,7 @@ def plot(
 
     Example: datadiet theory plot -o docs/figures/theory
     """
+    check_output_folder(output, what="folder for the PNGs")
     with console.progress_bar("theory figures", quiet, unit="steps") as advance:
         written = figures.write_figures(output, draws=draws, seed=seed, progress=advance)
     console.summary(quiet, *(f"wrote {path}" for path in written))

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from datadiet_cli import console
+from datadiet_cli.io.files import check_output_folder
 from datadiet_cli.options import ArchOption, Device, DeviceOption, InputManifest, Quiet, RecipeOption, RootOption, Seed
 from datadiet_cli.train.recipes import (
     Augment,
@@ -103,6 +105,8 @@ def train(
 
     Example: datadiet train kept.parquet -o runs/kept --recipe fast && datadiet evaluate runs/kept test.parquet
     """
+    check_output_folder(output, what="run folder")  # before importing torch: a wrong -o fails at once
+    console.on_interrupt(partial(_interrupted_run, output))
     from datadiet_cli.io.manifest import read_manifest
     from datadiet_cli.train.loop import train_run
 
@@ -131,6 +135,18 @@ def train(
     )
 
 
+def _interrupted_run(output: Path, written: list[Path]) -> str | None:
+    """What Ctrl-C leaves: a run folder that --resume continues (from its last checkpoint, else from the start)."""
+    from datadiet_cli.io.rundir import RunDir
+
+    run = RunDir(output)
+    if not run.config_path.is_file():
+        return None  # interrupted before the run folder was written
+    if run.has_checkpoint():
+        return f"interrupted; {output} holds the last finished epoch: continue with --resume"
+    return f"interrupted before the first epoch ended; {output} can start again with --resume"
+
+
 @contextmanager
 def epoch_progress(quiet: bool) -> Iterator[Callable[[Any], None] | None]:
     """One rich progress row per epoch: steps, running loss and accuracy, images/s."""
@@ -146,15 +162,23 @@ def epoch_progress(quiet: bool) -> Iterator[Callable[[Any], None] | None]:
         TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[accuracy]:.1%}  {task.fields[speed]:,.0f} img/s"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console.stderr) as bar:
-        tasks: dict[int, Any] = {}
+    # Started on the first report, so an error found before training prints its line alone (no blank line).
+    bar = Progress(*columns, console=console.stderr)
+    tasks: dict[int, Any] = {}
 
-        def update(state: Any) -> None:
-            fields = dict(loss=state.loss, accuracy=state.accuracy, speed=state.images_per_second)
-            if state.epoch not in tasks:
-                tasks[state.epoch] = bar.add_task(
-                    "", total=state.steps, epoch=f"{state.epoch}/{state.epochs}", **fields
-                )
-            bar.update(tasks[state.epoch], completed=state.step, **fields)
+    def update(state: Any) -> None:
+        fields = dict(loss=state.loss, accuracy=state.accuracy, speed=state.images_per_second)
+        if not tasks:
+            bar.start()
+        if state.epoch not in tasks:
+            tasks[state.epoch] = bar.add_task("", total=state.steps, epoch=f"{state.epoch}/{state.epochs}", **fields)
+        bar.update(tasks[state.epoch], completed=state.step, **fields)
 
+    try:
         yield update
+    except BaseException:
+        bar.live.transient = True  # the error (or Ctrl-C) line must stand alone: erase the bars
+        raise
+    finally:
+        if tasks:
+            bar.stop()

@@ -29,6 +29,9 @@ KMEANS_INIT = 2
 AUGMENT_STREAM = 0
 
 _MASK64 = (1 << 64) - 1
+# The largest --seed (options.Seed refuses others): numpy's default_rng takes seeds >= 0, scikit-learn's
+# random_state < 2**32, torch.manual_seed < 2**64. Every seed derived here stays valid for all three.
+SEED_MAX = 2**32 - 1
 
 
 def rng(seed: int, *stream: int) -> np.random.Generator:
@@ -37,8 +40,8 @@ def rng(seed: int, *stream: int) -> np.random.Generator:
 
 
 def probe_seed(seed: int, probe: int) -> int:
-    """The training seed of probe model `probe` (0-based) of a scoring run."""
-    return seed + probe
+    """The training seed of probe model `probe` (0-based) of a scoring run (wraps to stay <= SEED_MAX)."""
+    return (seed + probe) % (SEED_MAX + 1)
 
 
 def splitmix64(values: np.ndarray) -> np.ndarray:

@@ -10,14 +10,15 @@ import dataclasses
 import enum
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datadiet_cli.errors import OptionError
+from datadiet_cli.errors import OptionError, OutputError
 
 
 def describe_file(path: Path) -> dict[str, Any]:
@@ -53,26 +54,173 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+# What this process was asked to write (`check_output`) and what `atomic_path` has finished writing,
+# so an interrupted command can say which of its outputs are on disk (cli.py reads them).
+_declared: list[Path] = []
+_written: list[Path] = []
+
+
+def reset_outputs() -> None:
+    """Forget the outputs declared and written so far (the CLI calls it as each command starts)."""
+    _declared.clear()
+    _written.clear()
+
+
+def outputs_written() -> list[Path]:
+    """The declared outputs (files, or files inside declared folders) written so far, in order."""
+    declared = [Path(os.path.abspath(path)) for path in _declared]
+    found: list[Path] = []
+    for path in _written:
+        absolute = Path(os.path.abspath(path))
+        if any(absolute == d or d in absolute.parents for d in declared) and path not in found:
+            found.append(path)
+    return found
+
+
+def _temporary_name(target: Path) -> str:
+    return f".{target.name}.tmp-{os.getpid()}"
+
+
+def _stale_temporaries(target: Path) -> Iterator[Path]:
+    """Temporary files of `target` left by writers that are no longer running (a killed process)."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.tmp-(\d+)$")
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _is_running(int(match.group(1))):
+            yield target.parent / name
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or a name we cannot judge): leave its file alone
+    return True
+
+
 @contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+
+    An existing `target` is replaced only then, so a failed or interrupted write leaves the old file
+    as it was. After a successful write, temporaries of `target` left by killed writers are removed.
+    A file-system failure (folder not writable, disk full) is an OutputError naming `target`.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    temporary = target.with_name(_temporary_name(target))
     try:
-        yield temporary
-        os.replace(temporary, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            yield temporary
+            os.replace(temporary, target)
+        except OSError as error:
+            raise OutputError(f"{target}: could not be written ({_reason(error)}); {_OUTPUT_FIX}") from None
+        _written.append(target)
+        for stale in _stale_temporaries(target):
+            stale.unlink(missing_ok=True)
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        with suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
-def check_output(output: Path | str, *inputs: Path | str) -> Path:
-    """Refuse an output path that would overwrite one of the step's inputs."""
+_OUTPUT_FIX = "check the folder's permissions and free space, or choose another -o path"
+
+
+def _reason(error: OSError) -> str:
+    if error.strerror:
+        return error.strerror[0].lower() + error.strerror[1:]
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def check_output(output: Path | str, *inputs: Path | str, suffix: str = ".parquet", option: str = "-o") -> Path:
+    """Refuse an output file path before any work: `-`, a wrong suffix, a folder, one of the step's
+    inputs, or a place that cannot be written. An existing file is replaced (atomically) by the write."""
     output = Path(output)
-    for source in inputs:
-        if Path(source).resolve() == output.resolve():
-            raise OptionError(f"{output}: the output would overwrite the input; choose another -o path")
-    if output.is_dir():
-        raise OptionError(f"{output}: is a directory; -o takes a .parquet file path")
+    with _denied_as_output_error(output, option):
+        _check_output_file(output, inputs, suffix, option)
+    _declared.append(output)
     return output
+
+
+def _check_output_file(output: Path, inputs: tuple[Path | str, ...], suffix: str, option: str) -> None:
+    if str(output) == "-":
+        raise OptionError(f"{option} -: datadiet writes files, not standard output; give a {suffix} path")
+    if output.is_dir():
+        raise OptionError(f"{output}: is a directory; {option} takes a {suffix} file path")
+    if output.suffix.lower() != suffix:
+        raise OptionError(
+            f"{option} {output}: the output must end in {suffix} (datadiet writes {_FORMATS.get(suffix, suffix)}); "
+            f"e.g. {option} {output.with_suffix(suffix) if output.suffix else output.with_name(output.name + suffix)}"
+        )
+    for source in inputs:
+        if _same_file(Path(source), output):
+            raise OptionError(f"{output}: the output would overwrite the input; choose another {option} path")
+    _check_writable_folder(output.parent, output, option)
+
+
+def check_output_folder(output: Path | str, *, option: str = "-o", what: str = "folder") -> Path:
+    """Refuse an output folder path before any work: `-`, an existing file, or a place that cannot be written."""
+    output = Path(output)
+    if str(output) == "-":
+        raise OptionError(f"{option} -: datadiet writes a {what}, not standard output; give a folder path")
+    with _denied_as_output_error(output, option):
+        if output.exists() and not output.is_dir():
+            raise OptionError(f"{output}: is a file; {option} takes a {what}")
+        _check_writable_folder(output if output.is_dir() else output.parent, output, option)
+    _declared.append(output)
+    return output
+
+
+@contextmanager
+def _denied_as_output_error(output: Path, option: str) -> Iterator[None]:
+    """A folder on the way that may not even be looked into (stat fails with EACCES) is one line too."""
+    try:
+        yield
+    except PermissionError:
+        raise OutputError(
+            f"{option} {output}: the folder {unsearchable_folder(output)} may not be looked into (permission "
+            f"denied); choose another {option} path or fix its permissions"
+        ) from None
+
+
+def unsearchable_folder(path: Path | str) -> Path:
+    """The outermost folder on the way to `path` that this process may not look into (no execute permission)."""
+    absolute = Path(os.path.abspath(path))
+    for folder in reversed(absolute.parents):
+        if not os.access(folder, os.X_OK):
+            return folder
+    return absolute.parent
+
+
+_FORMATS = {".parquet": "Parquet", ".json": "JSON"}
+
+
+def _same_file(source: Path, output: Path) -> bool:
+    if source.resolve() == output.resolve():
+        return True
+    try:
+        return os.path.samefile(source, output)  # a hard link, or a path through a bind mount
+    except OSError:
+        return False
+
+
+def _check_writable_folder(folder: Path, output: Path, option: str) -> None:
+    """The folder that will hold `output` (or its nearest existing ancestor, created on write) must be writable."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists():
+        if existing.is_symlink():
+            raise OptionError(f"{option} {output}: {existing} is a broken symbolic link; choose another {option} path")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OptionError(f"{option} {output}: {existing} is a file, not a folder; choose another {option} path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{option} {output}: the folder {existing} is not writable (permission denied); "
+            f"choose another {option} path or make the folder writable"
+        )

@@ -6,6 +6,7 @@ Training dynamics and predictions are plain tables; their metadata is JSON in th
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datadiet_cli.errors import ColumnError, DatadietError, TableError
-from datadiet_cli.io.files import atomic_path, to_jsonable
+from datadiet_cli.io.files import atomic_path, to_jsonable, unsearchable_folder
 
 
 def read_parquet(
     path: Path, what: str, error: type[DatadietError], *, missing: str = "no such file", fix: str = ""
 ) -> pa.Table:
     """The whole Parquet file, or one `error` line: `missing` when absent, else 'not WHAT (reason)FIX'."""
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except PermissionError:  # a folder on the way may not be looked into
+        folder = unsearchable_folder(path)
+        raise error(
+            f"{path}: the folder {folder} may not be looked into (permission denied); fix its permissions"
+        ) from None
+    if not found:
         raise error(f"{path}: {missing}")
+    if not os.access(path, os.R_OK):
+        raise error(f"{path}: cannot be read (permission denied); fix its permissions or copy the file")
     try:
         return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as failure:
+    except (pa.ArrowException, OSError) as failure:  # not Parquet, damaged, or a type Arrow cannot read
         reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
         raise error(f"{path}: not {what} ({reason}){fix}") from None
 
@@ -140,7 +150,7 @@ def read_table_metadata(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:
         raw = pq.read_schema(path).metadata or {}
-    except (pa.ArrowInvalid, OSError) as error:
+    except (pa.ArrowException, OSError) as error:
         raise TableError(f"{path}: not a Parquet file ({error})") from None
     try:
         return json.loads(raw[TABLE_METADATA_KEY]) if TABLE_METADATA_KEY in raw else {}

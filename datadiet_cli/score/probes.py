@@ -119,6 +119,7 @@ def _train_probe(manifest: Manifest, config: ScoreConfig, job: ProbeJob, pixels:
             write_manifest(manifest.take(job.rows), subset_path)
         subset = read_manifest(subset_path)
         subset_pixels = None if pixels is None else pixels[job.rows]
-    resume = RunDir(job.run_dir).has_checkpoint()
+    # A probe interrupted before its first checkpoint has only config.json: resuming it starts it over.
+    resume = RunDir(job.run_dir).config_path.is_file()
     train_run(subset, train_config, job.run_dir, resume=resume, pixels=subset_pixels)
     return job.run_dir

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from datadiet_cli.data import seeds
 from datadiet_cli.errors import LineageError, ManifestError, OptionError
 from datadiet_cli.io.lineage import LineageStep, Step
 from datadiet_cli.io.manifest import Manifest
@@ -173,15 +174,40 @@ def recorded_prune_config(pruned: Manifest) -> PruneConfig:
     """The PruneConfig of PRUNED's last prune, rebuilt from its lineage options."""
     options = dict(last_prune_step(pruned).options)
     known = {f.name for f in dataclasses.fields(PruneConfig)}
+    values = {key: value for key, value in options.items() if key in known}
     try:
-        values = {key: value for key, value in options.items() if key in known}
         values["keep"] = Keep(values.get("keep"))
-        return PruneConfig(**values)
+        config = PruneConfig(**values)
     except (ValueError, TypeError):
+        config = None
+    if config is None or not _plausible(config):
         raise LineageError(
-            f"{pruned.name}: its `prune` lineage entry has unreadable options {options}; pass a manifest "
+            f"{pruned.name}: its `prune` lineage entry has unreadable options {_clipped(options)}; pass a manifest "
             "written by `datadiet prune`"
-        ) from None
+        )
+    return config
+
+
+def _plausible(config: PruneConfig) -> bool:
+    """Whether recorded prune options have the types `prune` writes (a hand-edited lineage may not)."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    return (
+        (config.score is None or isinstance(config.score, str))
+        and (config.fraction is None or number(config.fraction))
+        and (config.count is None or (isinstance(config.count, int) and not isinstance(config.count, bool)))
+        and number(config.window_start)
+        and isinstance(config.seed, int)
+        and not isinstance(config.seed, bool)
+        and 0 <= config.seed <= seeds.SEED_MAX
+    )
+
+
+def _clipped(options: Mapping[str, Any], limit: int = 200) -> str:
+    text = str(dict(options))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def recorded_full_path(pruned: Manifest) -> Path:
