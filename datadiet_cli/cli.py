@@ -18,6 +18,7 @@ from datadiet_cli.commands import theory as theory_command
 from datadiet_cli.commands import train as train_command
 from datadiet_cli.console import error_line, interrupted_line, reset_interrupt_notes
 from datadiet_cli.errors import DatadietError
+from datadiet_cli.io.clock import recorded_time
 from datadiet_cli.io.files import outputs_written, reset_outputs
 
 try:  # typer >= 0.29 vendors its own click
@@ -107,6 +108,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Root options."""
+    recorded_time()  # a malformed SOURCE_DATE_EPOCH is refused before any work, not after hours of it
 
 
 # In pipeline order, which is the order `datadiet --help` lists them in.

@@ -78,11 +78,12 @@ def test_without_the_epoch_the_time_is_the_clock(digits: Path, tmp_path: Path, m
 def test_a_malformed_epoch_is_one_usage_error_and_writes_nothing(digits: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    out = tmp_path / "kept.parquet"
-    result = runner.invoke(app, ["prune", str(digits), "-o", str(out), "--keep", "random", "--count", "10"])
+    out = tmp_path / "scored.parquet"
+    # Refused before any probe trains, not when the lineage is written at the end.
+    result = runner.invoke(app, ["score", str(digits), "-o", str(out), "--metric", "el2n", "--recipe", "fast"])
     assert (result.exit_code, result.output.strip()) == (
         2,
         "error: SOURCE_DATE_EPOCH=yesterday: not a count of seconds since 1970-01-01 UTC; "
         "set it to e.g. $(git log -1 --format=%ct), or unset it to record the current time",
     )
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "scored.probes").exists()
