@@ -87,3 +87,18 @@ def test_a_malformed_epoch_is_one_usage_error_and_writes_nothing(digits: Path, t
         "set it to e.g. $(git log -1 --format=%ct), or unset it to record the current time",
     )
     assert not out.exists() and not (tmp_path / "scored.probes").exists()
+
+
+def test_train_dynamics_and_evaluate_predictions_are_byte_identical(digits: Path, tmp_path: Path) -> None:
+    run_dir, predictions = tmp_path / "run", tmp_path / "predictions.parquet"
+    train = ("train", str(digits), "-o", str(run_dir), "--recipe", "fast", "--epochs", "1", "--augment", "none",
+             "--record-dynamics", "--device", "cpu", "--seed", "2")  # fmt: skip
+    evaluate = ("evaluate", str(run_dir), str(digits), "--predictions", str(predictions), "--device", "cpu")
+    copies = []
+    for attempt in range(2):
+        run(*train)
+        run(*evaluate)
+        files = [run_dir / "dynamics.parquet", run_dir / "config.json", predictions]
+        copies.append([digest(path) for path in files])
+        run_dir.rename(tmp_path / f"run-{attempt}")
+    assert copies[0] == copies[1]
