@@ -143,7 +143,7 @@ def train_run(
 
             # -- End of the epoch: measurements, dynamics, checkpoint (in that order) -------------------
             history.append(meter.finish(first_step + len(epoch_batches), lr))
-            check_finite_loss(history[-1], recipe)  # before anything of a diverged epoch is written
+            check_not_diverged(history[-1], model, recipe, run)  # before anything of a diverged epoch is written
             trained_seconds, trained_images = trained_seconds + meter.seconds, trained_images + meter.images
             if seen is not None:
                 run.write_dynamics_part(seen.columns(ids, epoch, "train"), epoch, "train")
@@ -387,12 +387,17 @@ def normalisation_of(settings: dict[str, Any]) -> Normalisation:
 # -- device helpers ---------------------------------------------------------------------------------
 
 
-def check_finite_loss(metrics: dict[str, Any], recipe: Recipe) -> None:
-    """Refuse to save an epoch whose weights diverged: a NaN model must not be a finished run."""
-    if not math.isfinite(metrics["train_loss"]):
+def check_not_diverged(metrics: dict[str, Any], model: nn.Module, recipe: Recipe, run: RunDir) -> None:
+    """Refuse to save an epoch whose loss or weights are NaN or infinite: a NaN model is no finished run."""
+    floats = [tensor for tensor in model.state_dict().values() if tensor.is_floating_point()]
+    weights_finite = bool(torch.stack([torch.isfinite(tensor).all() for tensor in floats]).all())  # one sync
+    if not (math.isfinite(metrics["train_loss"]) and weights_finite):
+        epoch = metrics["epoch"]
+        kept = f" ({run.path} keeps epochs 1..{epoch - 1}: use another -o)" if epoch > 1 else ""
         raise OptionError(
-            f"--lr {recipe.lr}: training diverged in epoch {metrics['epoch']} (mean loss {metrics['train_loss']}); "
-            "train again with a lower --lr or a longer --warmup"
+            f"--lr {recipe.lr}: training diverged in epoch {epoch} (mean loss {metrics['train_loss']:.4g}"
+            f"{'' if weights_finite else ', weights not finite'}); train again with a lower --lr or a longer "
+            f"--warmup{kept}"
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,9 +145,14 @@ def check_recipe(recipe: Recipe) -> None:
         raise OptionError(f"--lr {recipe.lr}: must be a finite number > 0 (the paper: 0.1)")
     in_range("--momentum", recipe.momentum, "[0, 1)", "the paper: 0.9")
     if recipe.nesterov and recipe.momentum == 0:
-        raise OptionError("--momentum 0.0: Nesterov momentum needs a momentum in (0, 1); or pass --no-nesterov")
+        raise OptionError(
+            "--momentum 0.0: Nesterov momentum needs a momentum in (0, 1); pass --no-nesterov to train without it"
+        )
     if not (math.isfinite(recipe.weight_decay) and recipe.weight_decay >= 0):
-        raise OptionError(f"--weight-decay {recipe.weight_decay}: must be a finite number >= 0 (the paper: 5e-4)")
+        raise OptionError(
+            f"--weight-decay {recipe.weight_decay}: must be a finite number >= 0 "
+            "(the paper: 5e-4 on CIFAR-10, 1e-3 on ImageNet)"
+        )
     in_range("--gamma", recipe.gamma, "(0, 1]", "the factor lr is multiplied by at each milestone")
     in_range("--warmup", recipe.warmup, "[0, 1)", "a fraction of the run")
     in_range("--label-smoothing", recipe.label_smoothing, "[0, 1)", "0 is none")
@@ -166,14 +172,14 @@ def check_recipe(recipe: Recipe) -> None:
 
 
 def at_least(option: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise OptionError(f"{option} {value}: must be a whole number of at least {low}")
 
 
 def in_range(option: str, value: float, interval: str, hint: str) -> None:
     """`interval` like "[0, 1)": brackets are closed ends, parentheses open ones; NaN and inf never fit."""
     low, high = (float(end) for end in interval[1:-1].split(","))
-    fits = isinstance(value, (int, float)) and math.isfinite(value)
+    fits = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if fits:
         fits = (low <= value if interval[0] == "[" else low < value) and (
             value <= high if interval[-1] == "]" else value < high
@@ -222,7 +228,12 @@ class TrainConfig:
 def check_config(config: TrainConfig) -> None:
     """check_recipe, and the run's own settings: refused before any pixel is decoded or file written."""
     check_recipe(config.recipe)
-    in_range("--matched-iterations", config.matched_iterations, "[0, 1]", "0 = the kept data's steps, 1 = the full's")
+    in_range(
+        "--matched-iterations",
+        config.matched_iterations,
+        "[0, 1]",
+        "0: the recipe's epochs over the kept data, 1: the full data's steps",
+    )
     if config.stop_after is not None:
         at_least("--stop-after", config.stop_after, 1)
     at_least("--workers", config.workers, 0)
