@@ -17,13 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
-from datadiet_cli.errors import ColumnError, OptionError
+from datadiet_cli.errors import ColumnError, DatasetError, OptionError
 from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.io.rundir import CHECKPOINT_FILE, CONFIG_FILE, RunDir
 from datadiet_cli.train import loop
@@ -553,50 +555,6 @@ def test_resume_with_a_config_json_of_the_wrong_shape_is_refused(runs: Runs, tmp
 # -- 5. interrupted training ------------------------------------------------------------------------------------
 
 
-def weights_and_metrics(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    state = torch.load(run / CHECKPOINT_FILE, weights_only=True)
-    timing = ("seconds", "images_per_s")
-    metrics = [{k: v for k, v in line.items() if k not in timing} for line in RunDir(run).read_metrics()]
-    return state, metrics
-
-
-def test_ctrl_c_mid_epoch_leaves_the_last_epoch_and_resume_is_bit_identical(
-    runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(loop, "PROGRESS_INTERVAL_S", 0.0)  # a progress report after every step
-    config = dataclasses.replace(tiny_config(), record_dynamics=True, dynamics_epochs=(1, 2))
-    train_run(runs.train, config, tmp_path / "whole")
-
-    with pytest.raises(KeyboardInterrupt):
-        train_run(runs.train, config, tmp_path / "run", progress=interrupt_at(epoch=2, step=2))  # of 4 steps
-
-    files = sorted(str(path.relative_to(tmp_path / "run")) for path in (tmp_path / "run").rglob("*"))
-    assert files == [
-        ".dynamics-parts",
-        ".dynamics-parts/epoch-00001-eval.parquet",
-        ".dynamics-parts/epoch-00001-train.parquet",
-        "checkpoint.pt",
-        "config.json",
-        "metrics.jsonl",
-    ]  # no temporaries, nothing of epoch 2
-    assert [line["epoch"] for line in RunDir(tmp_path / "run").read_metrics()] == [1]
-    assert torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
-
-    result = train_run(runs.train, config, tmp_path / "run", resume=True)
-
-    assert result.resumed_after == 1
-    (whole, whole_metrics), (resumed, resumed_metrics) = (weights_and_metrics(tmp_path / n) for n in ("whole", "run"))
-    assert resumed_metrics == whole_metrics
-    for key in whole["model"]:
-        assert torch.equal(whole["model"][key], resumed["model"][key]), key
-    for index, buffers in whole["optimizer"]["state"].items():
-        assert torch.equal(buffers["momentum_buffer"], resumed["optimizer"]["state"][index]["momentum_buffer"])
-    assert torch.equal(whole["rng_cpu"], resumed["rng_cpu"])
-    for column in ("loss", "p_label", "epoch", "id"):
-        whole_dynamics = RunDir(tmp_path / "whole").read_dynamics()[column]
-        assert list(whole_dynamics) == list(RunDir(tmp_path / "run").read_dynamics()[column])
-
-
 def test_a_fresh_run_stopped_before_its_first_checkpoint_leaves_no_folder(
     runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -622,3 +580,35 @@ def test_an_interrupted_resume_of_an_unstarted_run_keeps_its_config(runs: Runs, 
     assert (run / CONFIG_FILE).is_file()  # not this call's to remove
     assert train_run(runs.train, tiny_config(), run, resume=True).resumed_after == 0
     assert RunDir(run).load_checkpoint("cpu")["epoch"] == 2
+
+
+# -- 4. images that change after ingest (streamed; the pixel cache's cases are in test_images.py) -----------------
+
+
+def test_an_image_deleted_while_streaming_is_one_line_from_the_worker(tmp_path: Path) -> None:
+    """DataLoader re-raises a worker's error with the worker's traceback in its message: it is one line again."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("ant", "bee", "cow")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for index in range(2):
+            height, width = rng.integers(40, 90, size=2)  # sizes vary: streamed, not cached
+            pixels = rng.integers(0, 80, size=(height, width, 3)) + 80 * label
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "data" / name / f"{index}.png")
+    manifest = ingest_source(IngestConfig(source=str(tmp_path / "data")))
+    recipe = recipe_with("imagenet", arch="smallcnn", epochs=2, batch_size=3, image_size=32, eval_resize=36)
+    config = TrainConfig(recipe=recipe, device="cpu", precision=Precision.fp32, workers=1)
+    gone = tmp_path / "data" / "cow" / "1.png"
+
+    def delete_after_epoch_one(state: TrainProgress) -> None:
+        if state.epoch == 1 and state.step == state.steps:
+            gone.unlink()
+
+    with pytest.raises(DatasetError) as error:
+        train_run(manifest, config, tmp_path / "run", progress=delete_after_epoch_one)
+
+    root = (tmp_path / "data").resolve()
+    assert str(error.value) == (
+        f"{root}/cow/1.png: no such image (dataset root {root} from <manifest>); "
+        "if the dataset has moved, pass --root with its new location"
+    )
+    assert RunDir(tmp_path / "run").load_checkpoint("cpu")["epoch"] == 1  # epoch 1 stays, resumable
