@@ -612,3 +612,61 @@ def test_an_image_deleted_while_streaming_is_one_line_from_the_worker(tmp_path: 
         "if the dataset has moved, pass --root with its new location"
     )
     assert RunDir(tmp_path / "run").load_checkpoint("cpu")["epoch"] == 1  # epoch 1 stays, resumable
+
+
+# -- outputs that cannot be written, labels outside the classes ---------------------------------------------------
+
+
+def test_an_unwritable_run_folder_is_one_line_and_leaves_nothing(runs: Runs, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    args = ("train", str(runs.train_path), *TRAIN_ARGS, "--quiet", "-o")
+    result = invoke(*args, str(tmp_path / "afile" / "run"))
+    assert (
+        one_error_line(result)
+        == f"{tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file, not a folder; choose another -o"
+    )
+    assert result.exit_code == 2
+    too_long = tmp_path / "new" / ("x" * 300)
+    result = invoke(*args, str(too_long))
+    assert one_error_line(result) == f"{too_long}: cannot write the run folder (File name too long); choose another -o"
+    assert result.exit_code == 1
+    result = invoke(*args, str(tmp_path / ("x" * 300)))  # its folder exists: refused before any writing
+    assert one_error_line(result) == f"{tmp_path / ('x' * 300)}: cannot be used (File name too long); choose another -o"
+    assert result.exit_code == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]  # tmp_path/new is gone again
+
+
+def test_unwritable_evaluate_outputs_are_one_line_and_leave_neither_file(runs: Runs, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    args = ("evaluate", str(runs.whole), str(runs.test_path), "--device", "cpu", "-q")
+    result = invoke(*args, "-o", str(tmp_path / "afile" / "x" / "eval.json"))
+    assert one_error_line(result) == (
+        f"-o {tmp_path / 'afile' / 'x' / 'eval.json'}: {tmp_path / 'afile'} is a file, not a folder; choose another path"
+    )
+    assert result.exit_code == 2
+    too_long = tmp_path / ("x" * 300 + ".json")
+    result = invoke(*args, "-o", str(too_long), "--predictions", str(tmp_path / "predictions.parquet"))
+    assert one_error_line(result) == f"-o {too_long}: cannot be used (File name too long); choose another path"
+    assert result.exit_code == 2
+    too_long = tmp_path / "new" / ("x" * 300 + ".json")  # refused only when written: after the predictions
+    result = invoke(*args, "-o", str(too_long), "--predictions", str(tmp_path / "predictions.parquet"))
+    assert one_error_line(result) == f"-o {too_long}: cannot be written (File name too long); choose another path"
+    assert result.exit_code == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]  # the predictions written first are removed
+    too_long = tmp_path / "new" / ("x" * 250 + ".json")  # a name that fits, but not its temporary's
+    result = invoke(*args, "-o", str(too_long))
+    assert one_error_line(result) == f"-o {too_long}: cannot be written (File name too long); choose another path"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]  # nor the folder made for it
+    assert not (runs.whole / "eval.json").exists()
+
+
+def test_train_labels_outside_the_classes_are_refused_before_any_folder(runs: Runs, tmp_path: Path) -> None:
+    labels = runs.train.labels().tolist()
+    labels[7] = 3
+    with pytest.raises(ColumnError) as error:
+        train_run(runs.train.with_column("label", labels), tiny_config(), tmp_path / "run")
+    assert str(error.value) == (
+        f"{runs.train.name}: label 3 of id '{runs.train.ids()[7]}' is outside 0..2 (dataset.classes has 3 names); "
+        "fix the label column or re-run `datadiet ingest`"
+    )
+    assert not (tmp_path / "run").exists()

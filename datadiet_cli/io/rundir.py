@@ -13,6 +13,7 @@ by the checkpoint methods: `report` reads run folders without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -106,9 +107,15 @@ class RunDir:
 
         With `resume`, the recorded settings must match `settings` except RESUMABLE_CHANGES.
         """
-        if self.path.exists() and not self.path.is_dir():
-            raise OptionError(f"{self.path}: is a file; -o takes a directory for the run")
-        config_exists = (self.path / CONFIG_FILE).exists()
+        try:
+            if self.path.exists() and not self.path.is_dir():
+                raise OptionError(f"{self.path}: is a file; -o takes a directory for the run")
+            blocking = next((folder for folder in self.path.parents if folder.exists()), None)
+            config_exists = (self.path / CONFIG_FILE).exists()
+        except OSError as error:  # a name too long for the file system, a loop of links
+            raise OptionError(f"{self.path}: cannot be used ({error.strerror}); choose another -o") from None
+        if blocking is not None and not blocking.is_dir():
+            raise OptionError(f"{self.path}: {blocking} is a file, not a folder; choose another -o")
         if not resume and (config_exists or self.checkpoint_path.exists()):
             raise OptionError(
                 f"{self.path}: already holds a training run; pass --resume to continue it or choose another -o"
@@ -126,9 +133,14 @@ class RunDir:
         self._discard_dynamics_after(0)
         if not resume:
             self._made = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
-        self.path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path / CONFIG_FILE) as temporary:
-            temporary.write_text(json.dumps(settings, indent=2) + "\n")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.path / CONFIG_FILE) as temporary:
+                temporary.write_text(json.dumps(settings, indent=2) + "\n")
+        except OSError as error:  # discarded_unless_checkpointed removes the folders made so far
+            raise RunDirError(
+                f"{self.path}: cannot write the run folder ({error.strerror or type(error).__name__}); choose another -o"
+            ) from None
         self._config = json.loads(json.dumps(settings))
         return 0
 
@@ -140,16 +152,22 @@ class RunDir:
         try:
             yield
         except BaseException:
-            if self._made is not None and not self.has_checkpoint():
-                for name in (CONFIG_FILE, METRICS_FILE):
-                    (self.path / name).unlink(missing_ok=True)
-                shutil.rmtree(self.path / DYNAMICS_PARTS, ignore_errors=True)
-                for folder in self._made:
-                    try:
-                        folder.rmdir()  # only if empty: never anything the user put there
-                    except OSError:
-                        break
+            if self._made is not None:
+                self._remove_unstarted(self._made)
             raise
+
+    def _remove_unstarted(self, made: list[Path]) -> None:
+        """Cleaning up must not hide the error being raised: every step may fail on its own."""
+        with contextlib.suppress(OSError):
+            if self.has_checkpoint():
+                return
+        for name in (CONFIG_FILE, METRICS_FILE):
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / DYNAMICS_PARTS, ignore_errors=True)
+        for folder in made:  # deepest first; rmdir removes only empty folders, never what the user put there
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     # -- metrics.jsonl -----------------------------------------------------------------------------
 

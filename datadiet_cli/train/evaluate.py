@@ -10,6 +10,7 @@ Imports torch at module level: the CLI imports this module inside the `evaluate`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,10 +189,34 @@ def evaluate_run(
         "device": str(select_device(device)),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    run.write_eval(report, output)
-    if predictions_path is not None:
-        write_predictions(predictions, Path(predictions_path), report)
+    write_outputs(run, report, output, predictions, predictions_path)
     return report
+
+
+def write_outputs(
+    run: RunDir, report: dict[str, Any], output: Path | None, predictions: Predictions, predictions_path: Path | None
+) -> None:
+    """The predictions (when asked) and the metrics JSON: both, or neither with a one-line error."""
+    written: list[Path] = []
+    targets = [Path(path) for path in (predictions_path, output or run.eval_path) if path is not None]
+    made = sorted({folder for path in targets for folder in path.parents if not folder.exists()}, reverse=True)
+    target, option = (Path(predictions_path), "--predictions") if predictions_path is not None else (None, "")
+    try:
+        if target is not None:
+            write_predictions(predictions, target, report)
+            written.append(target)
+        target, option = (Path(output), "-o") if output is not None else (run.eval_path, "")
+        run.write_eval(report, output)
+    except OSError as error:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in made:  # deepest first: the folders atomic_path made for the outputs
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        problem = f"{target}: cannot be written ({error.strerror or type(error).__name__})"
+        if option:
+            raise OptionError(f"{option} {problem}; choose another path") from None
+        raise RunDirError(f"{problem}; make {run.path} writable or pass -o") from None
 
 
 def write_predictions(predictions: Predictions, path: Path, report: dict[str, Any]) -> None:
@@ -235,9 +260,17 @@ def check_outputs(run: RunDir, manifest: Manifest, output: Path | None, predicti
     for option, path in named:
         if path is None:
             continue
-        if Path(path).is_dir():
+        try:
+            is_dir = Path(path).is_dir()
+            blocking = next((folder for folder in Path(path).parents if folder.exists()), None)
+            overwrites = any(Path(path).resolve() == source.resolve() for source in inputs)
+        except OSError as error:  # a name too long for the file system, a loop of links
+            raise OptionError(f"{option} {path}: cannot be used ({error.strerror}); choose another path") from None
+        if is_dir:
             raise OptionError(f"{option} {path}: is a directory; give a file path")
-        if any(Path(path).resolve() == source.resolve() for source in inputs):
+        if blocking is not None and not blocking.is_dir():
+            raise OptionError(f"{option} {path}: {blocking} is a file, not a folder; choose another path")
+        if overwrites:
             raise OptionError(f"{option} {path}: would overwrite an input of evaluate; choose another path")
     if output is not None and predictions is not None and Path(output).resolve() == Path(predictions).resolve():
         raise OptionError(f"--predictions {predictions}: is also -o; give the two outputs different paths")

@@ -80,7 +80,7 @@ def check_label_range(manifest: Manifest, labels: np.ndarray, classes: list[str]
         first = int(np.flatnonzero(bad)[0])
         raise ColumnError(
             f"{manifest.name}: label {labels[first]} of id '{manifest.ids()[first]}' is outside 0..{len(classes) - 1} "
-            f"(dataset.classes has {len(classes)} names)"
+            f"(dataset.classes has {len(classes)} names); fix the label column or re-run `datadiet ingest`"
         )
 
 
