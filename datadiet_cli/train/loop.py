@@ -173,6 +173,20 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, recipe: Recipe, step: in
     return lr
 
 
+def check_not_diverged(metrics: dict[str, Any], model: nn.Module, recipe: Recipe, run: RunDir) -> None:
+    """Refuse to save an epoch whose loss or weights are NaN or infinite: a NaN model is no finished run."""
+    floats = [tensor for tensor in model.state_dict().values() if tensor.is_floating_point()]
+    weights_finite = bool(torch.stack([torch.isfinite(tensor).all() for tensor in floats]).all())  # one sync
+    if not (math.isfinite(metrics["train_loss"]) and weights_finite):
+        epoch = metrics["epoch"]
+        kept = f" ({run.path} keeps epochs 1..{epoch - 1}: use another -o)" if epoch > 1 else ""
+        raise OptionError(
+            f"--lr {recipe.lr}: training diverged in epoch {epoch} (mean loss {metrics['train_loss']:.4g}"
+            f"{'' if weights_finite else ', weights not finite'}); train again with a lower --lr or a longer "
+            f"--warmup{kept}"
+        )
+
+
 class EpochMeter:
     """Running loss and accuracy of one epoch, its timing, and progress reports.
 
@@ -385,20 +399,6 @@ def normalisation_of(settings: dict[str, Any]) -> Normalisation:
 
 
 # -- device helpers ---------------------------------------------------------------------------------
-
-
-def check_not_diverged(metrics: dict[str, Any], model: nn.Module, recipe: Recipe, run: RunDir) -> None:
-    """Refuse to save an epoch whose loss or weights are NaN or infinite: a NaN model is no finished run."""
-    floats = [tensor for tensor in model.state_dict().values() if tensor.is_floating_point()]
-    weights_finite = bool(torch.stack([torch.isfinite(tensor).all() for tensor in floats]).all())  # one sync
-    if not (math.isfinite(metrics["train_loss"]) and weights_finite):
-        epoch = metrics["epoch"]
-        kept = f" ({run.path} keeps epochs 1..{epoch - 1}: use another -o)" if epoch > 1 else ""
-        raise OptionError(
-            f"--lr {recipe.lr}: training diverged in epoch {epoch} (mean loss {metrics['train_loss']:.4g}"
-            f"{'' if weights_finite else ', weights not finite'}); train again with a lower --lr or a longer "
-            f"--warmup{kept}"
-        )
 
 
 def use_bf16(precision: Precision, device: torch.device) -> bool:
