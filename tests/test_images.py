@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 from datadiet_cli.data import images
 from datadiet_cli.data.images import dataset_root, load_images, open_image
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
+from datadiet_cli.data.sources.imagefolder import ImageFolder
 from datadiet_cli.errors import DatasetError
 from datadiet_cli.io.manifest import new_manifest, read_manifest, write_manifest
 
@@ -71,14 +73,18 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
 
 
 def test_second_call_memory_maps_the_identical_cached_array(
-    tmp_path: Path, make_image_tree, isolated_pixel_cache: Path
+    tmp_path: Path, make_image_tree, isolated_pixel_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_image_tree(tmp_path / "t", RGB_FILES)
     manifest = ingest(tmp_path / "t")
 
     first = load_images(manifest)
     (cache_file,) = cached_files(isolated_pixel_cache)
-    (tmp_path / "t" / "cat" / "0.png").unlink()  # a cache hit must not touch the files
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("a cache hit must not decode the files")
+
+    monkeypatch.setattr(ImageFolder, "decoder", no_decoding)
     second = load_images(manifest)
 
     assert isinstance(second, np.memmap) and Path(second.filename) == cache_file
@@ -102,10 +108,11 @@ def test_cache_false_neither_reads_nor_writes(tmp_path: Path, make_image_tree, i
     manifest = ingest(tmp_path / "t")
     pixels = load_images(manifest, cache=False)
     assert cached_files(isolated_pixel_cache) == []
-    load_images(manifest)
+    np.testing.assert_array_equal(load_images(manifest), pixels)  # writes the cache
+    assert len(cached_files(isolated_pixel_cache)) == 1
     Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "t" / "dog" / "0.png")
-    np.testing.assert_array_equal(load_images(manifest), pixels)  # from the cache: stale on purpose
     assert load_images(manifest, cache=False)[2].max() == 0  # decoded afresh
+    assert len(cached_files(isolated_pixel_cache)) == 1  # and not cached
 
 
 def test_a_corrupt_cache_file_is_rebuilt(tmp_path: Path, make_image_tree, isolated_pixel_cache: Path) -> None:
@@ -222,3 +229,114 @@ def test_cifar_rows_load_from_the_batches_and_open_singly(tmp_path: Path) -> Non
     expected = rows.reshape(2, 3, 32, 32).transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(pixels, expected[[1, 0]])
     np.testing.assert_array_equal(np.asarray(open_image(manifest, 9)), expected[1])
+
+
+# -- the cache notices files changed after ingest ---------------------------------------------------------
+
+
+def bump_mtime(file: Path) -> None:
+    """A modification time 1 s later than the file's: a later edit, even where the clock is coarse."""
+    modified_ns = file.stat().st_mtime_ns + 10**9
+    os.utime(file, ns=(modified_ns, modified_ns))
+
+
+def test_an_image_replaced_after_caching_gives_its_new_pixels(
+    tmp_path: Path, make_image_tree, isolated_pixel_cache: Path
+) -> None:
+    written = make_image_tree(tmp_path / "t", RGB_FILES)
+    manifest = ingest(tmp_path / "t")
+    np.testing.assert_array_equal(load_images(manifest)[2], written["dog/0.png"])  # cached
+
+    size = (tmp_path / "t" / "dog" / "0.png").stat().st_size
+    replacement = np.arange(72, dtype=np.uint8).reshape(4, 6, 3)
+    Image.fromarray(replacement).save(tmp_path / "t" / "dog" / "0.png")
+    assert (tmp_path / "t" / "dog" / "0.png").stat().st_size != size  # told apart by size, whatever the clock
+    pixels = load_images(manifest)
+
+    np.testing.assert_array_equal(pixels[2], replacement)
+    np.testing.assert_array_equal(pixels[0], written["cat/0.png"])
+    assert pixels[2, 0, 0].tolist() == [0, 1, 2] and pixels[2, 3, 5].tolist() == [69, 70, 71]
+    assert len(cached_files(isolated_pixel_cache)) == 2  # a miss: cached again under the new key
+    np.testing.assert_array_equal(load_images(manifest)[2], replacement)  # and a hit from then on
+
+
+def test_an_image_of_the_same_byte_size_is_told_apart_by_its_modification_time(
+    tmp_path: Path, isolated_pixel_cache: Path
+) -> None:
+    (tmp_path / "t" / "a").mkdir(parents=True)
+    file = tmp_path / "t" / "a" / "0.bmp"  # uncompressed: any 2x2 RGB image is the same number of bytes
+    Image.fromarray(np.full((2, 2, 3), 10, np.uint8)).save(file)
+    Image.fromarray(np.full((2, 2, 3), 20, np.uint8)).save(tmp_path / "t" / "a" / "1.bmp")
+    manifest = ingest(tmp_path / "t")
+    assert load_images(manifest)[0].max() == 10
+    size = file.stat().st_size
+
+    Image.fromarray(np.full((2, 2, 3), 99, np.uint8)).save(file)
+    bump_mtime(file)
+
+    assert file.stat().st_size == size
+    assert load_images(manifest)[:, 0, 0].tolist() == [[99, 99, 99], [20, 20, 20]]
+
+
+def test_an_image_deleted_after_caching_is_the_usual_error_not_stale_pixels(
+    tmp_path: Path, make_image_tree, isolated_pixel_cache: Path
+) -> None:
+    make_image_tree(tmp_path / "t", RGB_FILES)
+    manifest = ingest(tmp_path / "t")
+    load_images(manifest)
+    (tmp_path / "t" / "dog" / "0.png").unlink()
+
+    with pytest.raises(DatasetError) as error:
+        load_images(manifest)
+
+    root = (tmp_path / "t").resolve()
+    assert str(error.value) == (
+        f"{root}/dog/0.png: no such image (dataset root {root} from <manifest>); "
+        "if the dataset has moved, pass --root with its new location"
+    )
+
+
+def write_cifar100(directory: Path, rows: np.ndarray) -> None:
+    import pickle
+
+    directory.mkdir(exist_ok=True)
+    with open(directory / "train", "wb") as handle:
+        pickle.dump({b"fine_labels": [0] * len(rows), b"data": rows}, handle)
+    with open(directory / "meta", "wb") as handle:
+        pickle.dump({b"fine_label_names": [b"a", b"b"]}, handle)
+
+
+def test_a_cifar_batch_replaced_after_caching_gives_its_new_pixels(tmp_path: Path, isolated_pixel_cache: Path) -> None:
+    directory = tmp_path / "c"
+    write_cifar100(directory, np.full((2, 3072), 7, np.uint8))
+    manifest = ingest(directory)
+    assert load_images(manifest)[:, 0, 0].tolist() == [[7, 7, 7], [7, 7, 7]]
+
+    rows = np.arange(2 * 3072, dtype=np.int64).reshape(2, 3072) % 251
+    write_cifar100(directory, rows.astype(np.uint8))  # the same byte size
+    bump_mtime(directory / "train")
+    pixels = load_images(manifest)
+
+    expected = rows.astype(np.uint8).reshape(2, 3, 32, 32).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(pixels, expected)
+    assert pixels[1, 0, 0].tolist() == [(3072 + 0) % 251, (3072 + 1024) % 251, (3072 + 2048) % 251]
+
+    (directory / "train").unlink()
+    with pytest.raises(DatasetError) as error:
+        load_images(manifest)
+    assert str(error.value) == (
+        f"{directory.resolve() / 'train'}: no such CIFAR batch file; "
+        "if the dataset has moved, pass --root with its new location"
+    )
+
+
+def test_builtin_digits_key_on_the_package_data_file(isolated_pixel_cache: Path) -> None:
+    from datadiet_cli.data.sources.base import Location
+    from datadiet_cli.data.sources.digits import BuiltinDigits
+
+    manifest = ingest_source(IngestConfig(source="builtin:digits", split=Split.test))
+    location = Location(manifest.name, manifest.meta["dataset"], None)
+    (stamp,) = BuiltinDigits().file_stamps(location, manifest.table.column("path").to_pylist())
+    data_file = BuiltinDigits().container_file(location, "load_digits")
+    assert data_file is not None and data_file.name == "digits.csv.gz"
+    assert stamp == ("load_digits", data_file.stat().st_size, data_file.stat().st_mtime_ns)

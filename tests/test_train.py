@@ -23,6 +23,7 @@ from datadiet_cli.errors import ColumnError, OptionError
 from datadiet_cli.io.manifest import Manifest, write_manifest
 from datadiet_cli.io.rundir import CHECKPOINT_FILE, RunDir
 from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest
+from datadiet_cli.train import loop
 from datadiet_cli.train.batches import crop_flip, pack_pixels, split_batches, unpack_pixels
 from datadiet_cli.train.dynamics import dynamics_matrix
 from datadiet_cli.train.loop import TrainProgress, train_run
@@ -263,6 +264,52 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny: Manifes
         assert np.array_equal(
             RunDir(tmp_path / "whole").read_dynamics()[column], RunDir(tmp_path / "broken").read_dynamics()[column]
         )
+
+
+def test_ctrl_c_mid_epoch_leaves_the_last_epoch_and_resume_is_bit_identical(
+    tiny: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (KeyboardInterrupt from the progress callback) at step 2 of 4 in epoch 2."""
+    monkeypatch.setattr(loop, "PROGRESS_INTERVAL_S", 0.0)  # a progress report after every step
+    config = tiny_config(record_dynamics=True, dynamics_epochs=(1, 2))
+    train_run(tiny, config, tmp_path / "whole")
+
+    def ctrl_c_in_epoch_two(state: TrainProgress) -> None:
+        if (state.epoch, state.step) == (2, 2):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tiny, config, tmp_path / "run", progress=ctrl_c_in_epoch_two)
+
+    files = sorted(str(path.relative_to(tmp_path / "run")) for path in (tmp_path / "run").rglob("*"))
+    assert files == [
+        ".dynamics-parts",
+        ".dynamics-parts/epoch-00001-eval.parquet",
+        ".dynamics-parts/epoch-00001-train.parquet",
+        "checkpoint.pt",
+        "config.json",
+        "metrics.jsonl",
+    ]  # epoch 1 whole, nothing of epoch 2, no temporaries
+    assert [line["epoch"] for line in RunDir(tmp_path / "run").read_metrics()] == [1]
+    assert checkpoint_state(tmp_path / "run")["epoch"] == 1
+
+    result = train_run(tiny, config, tmp_path / "run", resume=True)
+
+    assert result.resumed_after == 1
+    whole, resumed = checkpoint_state(tmp_path / "whole"), checkpoint_state(tmp_path / "run")
+    assert_same_tensors(whole["model"], resumed["model"])
+    for index, buffers in whole["optimizer"]["state"].items():
+        assert_same_tensors(buffers, resumed["optimizer"]["state"][index])
+    assert torch.equal(whole["rng_cpu"], resumed["rng_cpu"]) and whole["step"] == resumed["step"] == 8
+    timing = ("seconds", "images_per_s")
+    metrics = [
+        [{k: v for k, v in line.items() if k not in timing} for line in RunDir(tmp_path / name).read_metrics()]
+        for name in ("whole", "run")
+    ]
+    assert metrics[0] == metrics[1]
+    for column in ("id", "epoch", "source", "loss", "p_label"):
+        whole_dynamics = RunDir(tmp_path / "whole").read_dynamics()[column]
+        assert np.array_equal(whole_dynamics, RunDir(tmp_path / "run").read_dynamics()[column]), column
 
 
 def test_stop_after_is_the_start_of_the_full_schedule_not_a_shorter_one(tiny: Manifest, tmp_path: Path) -> None:

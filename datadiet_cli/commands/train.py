@@ -15,6 +15,7 @@ from datadiet_cli.train.recipes import (
     Augment,
     Precision,
     TrainConfig,
+    check_config,
     parse_dynamics_epochs,
     parse_milestones,
     recipe_with,
@@ -125,6 +126,7 @@ def train(
         workers=workers,
         root=root,
     )
+    check_config(config)  # every option refused before the manifest is read or any file written
     with epoch_progress(quiet) as progress:
         result = train_run(read_manifest(manifest), config, output, progress=progress, resume=resume)
     console.summary(

@@ -20,6 +20,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from datadiet_cli.data import images
 from datadiet_cli.data.sources.base import channels_of_mode, pil_mode_for_channels
-from datadiet_cli.errors import DatasetError
+from datadiet_cli.errors import DatadietError, DatasetError
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.train.models import SMALL_IMAGE_MAX_SIDE
 from datadiet_cli.train.recipes import Augment, Recipe
@@ -293,13 +294,27 @@ class StreamedData(ImageData):
             generator=torch.Generator().manual_seed(epoch_seed),
             prefetch_factor=4 if self.workers else None,
         )
-        for pixels, positions in loader:  # (B, C, S, S) uint8, (B,)
+        for pixels, positions in one_line_errors(loader):  # (B, C, S, S) uint8, (B,)
             pixels = pixels.to(self.device, non_blocking=True)
             positions = positions.to(self.device, non_blocking=True)
             floats = torch.addcmul(self.shift, pixels.float(), self.scale)
             if self.channels_last:
                 floats = floats.contiguous(memory_format=torch.channels_last)
             yield positions, floats, self.labels.index_select(0, positions)
+
+
+def one_line_errors(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    """The loader's batches; a worker's DatadietError (an image deleted since ingest) comes back from
+    DataLoader with the worker's traceback in its message: raise it again as its own one line."""
+    try:
+        yield from loader
+    except DatadietError as error:
+        text = str(error)
+        if "\n" not in text:
+            raise
+        last = text.rstrip().splitlines()[-1]  # "datadiet_cli.errors.DatasetError: <the message>"
+        prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+        raise type(error)(last.removeprefix(prefix)) from None
 
 
 def is_small(manifest: Manifest) -> bool:

@@ -10,6 +10,7 @@ Imports torch at module level: the CLI imports this module inside the `evaluate`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,14 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from datadiet_cli.device import select_device
-from datadiet_cli.errors import DatasetError, ManifestError
+from datadiet_cli.errors import ColumnError, DatasetError, ManifestError, OptionError, RunDirError
 from datadiet_cli.io.files import describe_file
 from datadiet_cli.io.manifest import Manifest
-from datadiet_cli.io.rundir import RunDir
+from datadiet_cli.io.rundir import DAMAGED_RUN_FIX, RunDir
 from datadiet_cli.io.tables import write_table
-from datadiet_cli.train.batches import ImageData, load_data
+from datadiet_cli.train.batches import ImageData, label_array, load_data
 from datadiet_cli.train.loop import load_trained_model, normalisation_of, predict_batches, use_bf16
-from datadiet_cli.train.recipes import Precision, recipe_from_json
+from datadiet_cli.train.recipes import Precision, Recipe, at_least, check_recipe, recipe_from_json
 
 TOP_K = 5
 
@@ -60,7 +61,7 @@ def model_and_data(
     spec = settings["model"]
     if spec["in_memory"] and pixels is None:
         check_image_shape(manifest, settings)
-    recipe = recipe_from_json(settings["config"]["recipe"])
+    recipe, precision = trained_recipe(settings, RunDir.of(run_dir).config_path)
     data = load_data(
         manifest,
         recipe,
@@ -73,7 +74,20 @@ def model_and_data(
         in_memory=spec["in_memory"],
         training=False,
     )
-    return model, data, use_bf16(Precision(settings["config"]["precision"]), chosen)
+    return model, data, use_bf16(precision, chosen)
+
+
+def trained_recipe(settings: dict[str, Any], config_path: Path) -> tuple[Recipe, Precision]:
+    """The recipe and precision recorded in config.json, or a one-line error naming the file."""
+    try:
+        recipe = recipe_from_json(settings["config"]["recipe"])
+        check_recipe(recipe)
+        return recipe, Precision(settings["config"]["precision"])
+    except (KeyError, TypeError, ValueError, OptionError) as error:
+        raise RunDirError(
+            f"{config_path}: 'config.recipe' or 'config.precision' is not what datadiet train writes "
+            f"({type(error).__name__}: {error}); {DAMAGED_RUN_FIX}"
+        ) from None
 
 
 def predict(
@@ -88,9 +102,12 @@ def predict(
     progress: ProgressCallback | None = None,
 ) -> Predictions:
     """Class probabilities of every row of `manifest` under the run's model (no augmentation)."""
+    at_least("--batch-size", batch_size, 1)
     run = RunDir.of(run_dir)
-    model, data, bf16 = model_and_data(run, manifest, device=device, root=root, workers=workers, pixels=pixels)
     num_classes = int(run.finished_config()["model"]["num_classes"])
+    known = label_array(manifest)
+    check_labels(manifest, np.where(known == -1, 0, known), num_classes, run.path)  # -1: no label
+    model, data, bf16 = model_and_data(run, manifest, device=device, root=root, workers=workers, pixels=pixels)
     logits = torch.empty(data.count, num_classes)  # (N, C) on the host
     for positions, batch_logits in predict_batches(model, data, batch_size, bf16):
         logits[positions.cpu()] = batch_logits.cpu()
@@ -154,7 +171,10 @@ def evaluate_run(
     """Evaluate the run on a labeled manifest; writes `output` (default RUN_DIR/eval.json) atomically
     and, when asked, per-example predictions (id, label, predicted, p_label, loss) as Parquet."""
     run = RunDir(run_dir)
-    manifest.labels()  # every test example needs a label: one-line error otherwise
+    at_least("--batch-size", batch_size, 1)
+    check_outputs(run, manifest, output, predictions_path)
+    labels = manifest.labels()  # every test example needs a label: one-line error otherwise
+    check_labels(manifest, labels, int(run.finished_config()["model"]["num_classes"]), run.path)
     started = time.perf_counter()
     predictions = predict(
         run, manifest, device=device, batch_size=batch_size, root=root, workers=workers, progress=progress
@@ -169,10 +189,34 @@ def evaluate_run(
         "device": str(select_device(device)),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    run.write_eval(report, output)
-    if predictions_path is not None:
-        write_predictions(predictions, Path(predictions_path), report)
+    write_outputs(run, report, output, predictions, predictions_path)
     return report
+
+
+def write_outputs(
+    run: RunDir, report: dict[str, Any], output: Path | None, predictions: Predictions, predictions_path: Path | None
+) -> None:
+    """The predictions (when asked) and the metrics JSON: both, or neither with a one-line error."""
+    written: list[Path] = []
+    targets = [Path(path) for path in (predictions_path, output or run.eval_path) if path is not None]
+    made = sorted({folder for path in targets for folder in path.parents if not folder.exists()}, reverse=True)
+    target, option = (Path(predictions_path), "--predictions") if predictions_path is not None else (None, "")
+    try:
+        if target is not None:
+            write_predictions(predictions, target, report)
+            written.append(target)
+        target, option = (Path(output), "-o") if output is not None else (run.eval_path, "")
+        run.write_eval(report, output)
+    except OSError as error:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in made:  # deepest first: the folders atomic_path made for the outputs
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        problem = f"{target}: cannot be written ({error.strerror or type(error).__name__})"
+        if option:
+            raise OptionError(f"{option} {problem}; choose another path") from None
+        raise RunDirError(f"{problem}; make {run.path} writable or pass -o") from None
 
 
 def write_predictions(predictions: Predictions, path: Path, report: dict[str, Any]) -> None:
@@ -195,6 +239,41 @@ def check_classes(manifest: Manifest, model_classes: list[str], run_dir: Path) -
             f"{manifest.name}: classes {abbreviate(classes)} differ from the model's {abbreviate(model_classes)} "
             f"({run_dir}); evaluate on a manifest ingested from the same dataset"
         )
+
+
+def check_labels(manifest: Manifest, labels: np.ndarray, num_classes: int, run_dir: Path) -> None:
+    """Every label must be one of the model's classes, 0..num_classes-1."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ColumnError(
+            f"{manifest.name}: label {labels[first]} of id '{manifest.ids()[first]}' is outside the model's classes "
+            f"0..{num_classes - 1} ({run_dir}); fix the label column or evaluate on a manifest ingested from the "
+            "same dataset"
+        )
+
+
+def check_outputs(run: RunDir, manifest: Manifest, output: Path | None, predictions: Path | None) -> None:
+    """Refuse outputs that are folders, that would overwrite an input, or that are one file twice."""
+    inputs = [run.config_path, run.checkpoint_path] + ([Path(manifest.source)] if manifest.source else [])
+    named = [("-o", output), ("--predictions", predictions)]
+    for option, path in named:
+        if path is None:
+            continue
+        try:
+            is_dir = Path(path).is_dir()
+            blocking = next((folder for folder in Path(path).parents if folder.exists()), None)
+            overwrites = any(Path(path).resolve() == source.resolve() for source in inputs)
+        except OSError as error:  # a name too long for the file system, a loop of links
+            raise OptionError(f"{option} {path}: cannot be used ({error.strerror}); choose another path") from None
+        if is_dir:
+            raise OptionError(f"{option} {path}: is a directory; give a file path")
+        if blocking is not None and not blocking.is_dir():
+            raise OptionError(f"{option} {path}: {blocking} is a file, not a folder; choose another path")
+        if overwrites:
+            raise OptionError(f"{option} {path}: would overwrite an input of evaluate; choose another path")
+    if output is not None and predictions is not None and Path(output).resolve() == Path(predictions).resolve():
+        raise OptionError(f"--predictions {predictions}: is also -o; give the two outputs different paths")
 
 
 def check_image_shape(manifest: Manifest, settings: dict[str, Any]) -> None:

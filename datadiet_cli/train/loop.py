@@ -12,6 +12,7 @@ Imports torch at module level: the CLI imports this module inside the `train` co
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from torch import nn
 
 from datadiet_cli.data import seeds
 from datadiet_cli.device import fast_bf16, select_device
+from datadiet_cli.errors import OptionError, RunDirError
 from datadiet_cli.io.manifest import Manifest
-from datadiet_cli.io.rundir import RunDir
+from datadiet_cli.io.rundir import CHECKPOINT_FIX, DAMAGED_RUN_FIX, METRICS_FILE, RunDir
 from datadiet_cli.train.batches import ImageData, Normalisation, load_data, split_batches
 from datadiet_cli.train.dynamics import DynamicsBuffer, dynamics_metadata
 from datadiet_cli.train.models import build_model
@@ -97,7 +99,8 @@ def train_run(
     # NHWC is what cuDNN and oneDNN convolutions prefer (CPU, smallcnn: 1.4x in fp32, 1.6x in bf16).
     channels_last = config.channels_last if config.channels_last is not None else device.type in ("cuda", "cpu")
 
-    with isolated_torch_state(device):
+    # A fresh run stopped before its first checkpoint (an error, Ctrl-C) leaves no run folder behind.
+    with isolated_torch_state(device), run.discarded_unless_checkpointed():
         torch.manual_seed(config.seed)
         data = load_data(manifest, recipe, device, channels_last=channels_last, workers=config.workers,
                          root=config.root, pixels=pixels)  # fmt: skip
@@ -106,11 +109,9 @@ def train_run(
         optimizer = sgd(model, recipe)
         settings = run_settings(manifest, config, plan, data, device, bf16, channels_last)
         resumed_after = run.open(settings, resume)
-        if resumed_after:
-            restore_checkpoint(run, model, optimizer, device)
+        history = restore_checkpoint(run, model, optimizer, device, plan, recipe.arch) if resumed_after else []
         ids = manifest.ids()
         hashes = seeds.id_hashes(ids)  # (n,) uint64: this run's place in the full dataset's order
-        history = run.read_metrics()[:resumed_after]
         trained_seconds, trained_images = 0.0, 0
 
         for epoch in range(resumed_after + 1, plan.last_epoch + 1):
@@ -142,6 +143,7 @@ def train_run(
 
             # -- End of the epoch: measurements, dynamics, checkpoint (in that order) -------------------
             history.append(meter.finish(first_step + len(epoch_batches), lr))
+            check_not_diverged(history[-1], model, recipe, run)  # before anything of a diverged epoch is written
             trained_seconds, trained_images = trained_seconds + meter.seconds, trained_images + meter.images
             if seen is not None:
                 run.write_dynamics_part(seen.columns(ids, epoch, "train"), epoch, "train")
@@ -169,6 +171,20 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, recipe: Recipe, step: in
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
+
+
+def check_not_diverged(metrics: dict[str, Any], model: nn.Module, recipe: Recipe, run: RunDir) -> None:
+    """Refuse to save an epoch whose loss or weights are NaN or infinite: a NaN model is no finished run."""
+    floats = [tensor for tensor in model.state_dict().values() if tensor.is_floating_point()]
+    weights_finite = bool(torch.stack([torch.isfinite(tensor).all() for tensor in floats]).all())  # one sync
+    if not (math.isfinite(metrics["train_loss"]) and weights_finite):
+        epoch = metrics["epoch"]
+        kept = f" ({run.path} keeps epochs 1..{epoch - 1}: use another -o)" if epoch > 1 else ""
+        raise OptionError(
+            f"--lr {recipe.lr}: training diverged in epoch {epoch} (mean loss {metrics['train_loss']:.4g}"
+            f"{'' if weights_finite else ', weights not finite'}); train again with a lower --lr or a longer "
+            f"--warmup{kept}"
+        )
 
 
 class EpochMeter:
@@ -279,13 +295,90 @@ def checkpoint_state(
     }
 
 
-def restore_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+def restore_checkpoint(
+    run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, plan: Plan, arch: str
+) -> list[dict[str, Any]]:
+    """Weights, optimizer and RNG states of the run's checkpoint, checked to fit; the metrics of its epochs."""
     state = run.load_checkpoint(device)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng_cpu"].cpu())
-    if device.type == "cuda" and state["rng_cuda"].numel():
-        torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+    path, epoch = run.checkpoint_path, state["epoch"]
+    missing = [key for key in ("optimizer", "rng_cpu", "rng_cuda") if key not in state]
+    if state.get("format") != CHECKPOINT_FORMAT or missing:
+        what = f"no {missing[0]!r} entry" if missing else f"format {state.get('format')!r}, not {CHECKPOINT_FORMAT}"
+        raise RunDirError(f"{path}: cannot be resumed from ({what}); {CHECKPOINT_FIX}")
+    if epoch > plan.last_epoch:
+        raise RunDirError(f"{path}: is after epoch {epoch} but this run has {plan.last_epoch}; {CHECKPOINT_FIX}")
+    load_weights(model, state["model"], path, arch)
+    load_optimizer(optimizer, state["optimizer"], path)
+    try:
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if device.type == "cuda" and state["rng_cuda"].numel():
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        raise RunDirError(f"{path}: its random number generator states are damaged; {CHECKPOINT_FIX}") from None
+    history = run.read_metrics()[:epoch]
+    if [line.get("epoch") for line in history] != list(range(1, epoch + 1)) or not all(
+        {"step", "train_loss", "train_acc"} <= set(line) for line in history
+    ):
+        raise RunDirError(
+            f"{run.path / METRICS_FILE}: does not hold epochs 1..{epoch} of {path} (written last, after them); "
+            f"{CHECKPOINT_FIX}"
+        )
+    return history
+
+
+def load_weights(model: nn.Module, weights: dict[str, Any], path: Path, arch: str) -> None:
+    """A checkpoint's "model" entry into `model`, or a one-line error saying how it does not fit."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    resized = [
+        key
+        for key in expected
+        if key in weights and (not isinstance(weights[key], torch.Tensor) or weights[key].shape != expected[key].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights missing, e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unknown weights, e.g. {unexpected[0]}")
+    if resized:
+        key = resized[0]
+        found = tuple(weights[key].shape) if isinstance(weights[key], torch.Tensor) else type(weights[key]).__name__
+        problems.append(f"{key} is {found}, not {tuple(expected[key].shape)}")
+    if not problems:
+        try:
+            model.load_state_dict(weights)
+            return
+        except (RuntimeError, TypeError, ValueError) as error:
+            problems.append(type(error).__name__)
+    raise RunDirError(
+        f"{path}: does not fit this run's {arch} model ({'; '.join(problems)}): it belongs to another run "
+        f"(another --arch, classes or image size); {CHECKPOINT_FIX}"
+    )
+
+
+# The optimizer settings a checkpoint must share with the recipe (lr is set at every step anyway).
+OPTIMIZER_SETTINGS = ("momentum", "dampening", "weight_decay", "nesterov", "maximize")
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: Any, path: Path) -> None:
+    """A checkpoint's "optimizer" entry into `optimizer`, refused unless its settings and buffers fit."""
+    recipe_settings = [[group.get(key) for key in OPTIMIZER_SETTINGS] for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError):
+        raise RunDirError(f"{path}: its optimizer state does not fit this run's model; {CHECKPOINT_FIX}") from None
+    loaded = [[group.get(key) for key in OPTIMIZER_SETTINGS] for group in optimizer.param_groups]
+    if loaded != recipe_settings:
+        raise RunDirError(
+            f"{path}: its optimizer settings {dict(zip(OPTIMIZER_SETTINGS, loaded[0], strict=True))} differ from "
+            f"this run's {dict(zip(OPTIMIZER_SETTINGS, recipe_settings[0], strict=True))}; {CHECKPOINT_FIX}"
+        )
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            buffer = optimizer.state.get(parameter, {}).get("momentum_buffer")
+            if buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != parameter.shape):
+                raise RunDirError(f"{path}: its momentum buffers do not fit this run's model; {CHECKPOINT_FIX}")
 
 
 def load_trained_model(run_dir: Path | str | RunDir, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
@@ -293,8 +386,11 @@ def load_trained_model(run_dir: Path | str | RunDir, device: torch.device) -> tu
     run = RunDir.of(run_dir)
     settings = run.finished_config()
     spec = settings["model"]
-    model = build_model(spec["arch"], spec["num_classes"], spec["in_channels"], spec["image_size"]).to(device)
-    model.load_state_dict(run.load_checkpoint(device)["model"])
+    try:
+        model = build_model(spec["arch"], spec["num_classes"], spec["in_channels"], spec["image_size"]).to(device)
+    except OptionError as error:  # an --arch this datadiet cannot build: the config names it, not the command line
+        raise RunDirError(f"{run.config_path}: 'model.arch': {error}; {DAMAGED_RUN_FIX}") from None
+    load_weights(model, run.load_checkpoint(device)["model"], run.checkpoint_path, spec["arch"])
     return model.eval(), settings
 
 

@@ -33,13 +33,27 @@ def build_model(arch: str, num_classes: int, in_channels: int, image_size: int) 
     """
     if num_classes < 2:
         raise OptionError(f"the manifest lists {num_classes} class(es); a classifier needs at least 2")
+    check_architecture(arch)
     if arch == "smallcnn":
         return small_cnn(in_channels, num_classes, image_size)
     if arch in ("resnet18", "resnet50"):
         return resnet(arch, num_classes, in_channels, cifar_stem=image_size <= SMALL_IMAGE_MAX_SIDE)
-    if arch.startswith(TORCHVISION_PREFIX):
-        return torchvision_model(arch.removeprefix(TORCHVISION_PREFIX), num_classes, in_channels)
-    raise OptionError(f"--arch {arch}: unknown architecture; use one of {', '.join(ARCHITECTURES)}")
+    return torchvision_model(arch.removeprefix(TORCHVISION_PREFIX), num_classes, in_channels)
+
+
+def check_architecture(arch: str) -> None:
+    """Refuse an --arch build_model cannot build, before any pixel is decoded."""
+    if arch in ("smallcnn", "resnet18", "resnet50"):
+        return
+    if not arch.startswith(TORCHVISION_PREFIX):
+        raise OptionError(f"--arch {arch}: unknown architecture; use one of {', '.join(ARCHITECTURES)}")
+    name = arch.removeprefix(TORCHVISION_PREFIX)
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise OptionError(
+            f"--arch torchvision:{name}: not a torchvision classification model "
+            f"(e.g. {', '.join(sorted(known)[:6])}, ...; see torchvision.models.list_models())"
+        )
 
 
 def small_cnn(
@@ -77,12 +91,6 @@ def resnet(arch: str, num_classes: int, in_channels: int, cifar_stem: bool) -> n
 
 
 def torchvision_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
-    known = torchvision.models.list_models(module=torchvision.models)
-    if name not in known:
-        raise OptionError(
-            f"--arch torchvision:{name}: not a torchvision classification model "
-            f"(e.g. {', '.join(sorted(known)[:6])}, ...; see torchvision.models.list_models())"
-        )
     options: dict[str, object] = {"weights": None, "num_classes": num_classes}
     if name in ("googlenet", "inception_v3"):
         options["aux_logits"] = False  # their auxiliary heads return tuples; train uses the main head only

@@ -22,9 +22,11 @@ from datadiet_cli.io.clock import recorded_time
 from datadiet_cli.io.files import file_digest, to_jsonable
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.train.batches import ImageData
+from datadiet_cli.train.models import check_architecture
 from datadiet_cli.train.recipes import (
     TrainConfig,
     base_learning_rate,
+    check_config,
     milestone_steps,
     steps_per_epoch,
     total_steps,
@@ -44,7 +46,9 @@ class Plan:
 
 
 def plan_run(manifest: Manifest, config: TrainConfig) -> Plan:
-    """Check the manifest's labels and the config's epochs, and lay out the schedule."""
+    """Check the config, the manifest's labels and the config's epochs, and lay out the schedule."""
+    check_config(config)
+    check_architecture(config.recipe.arch)
     classes = class_names(manifest)
     check_label_range(manifest, manifest.labels(), classes)
     recipe = config.recipe
@@ -76,7 +80,7 @@ def check_label_range(manifest: Manifest, labels: np.ndarray, classes: list[str]
         first = int(np.flatnonzero(bad)[0])
         raise ColumnError(
             f"{manifest.name}: label {labels[first]} of id '{manifest.ids()[first]}' is outside 0..{len(classes) - 1} "
-            f"(dataset.classes has {len(classes)} names)"
+            f"(dataset.classes has {len(classes)} names); fix the label column or re-run `datadiet ingest`"
         )
 
 

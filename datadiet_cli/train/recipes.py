@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,22 +138,54 @@ def recipe_from_json(values: dict[str, Any]) -> Recipe:
 
 
 def check_recipe(recipe: Recipe) -> None:
-    if recipe.epochs < 1:
-        raise OptionError(f"--epochs {recipe.epochs} must be at least 1")
-    if recipe.batch_size < 1:
-        raise OptionError(f"--batch-size {recipe.batch_size} must be at least 1")
-    if not recipe.lr > 0:
-        raise OptionError(f"--lr {recipe.lr} must be positive")
-    if not 0 <= recipe.warmup < 1:
-        raise OptionError(f"--warmup {recipe.warmup} is outside [0, 1); it is a fraction of the run")
-    if not 0 <= recipe.label_smoothing < 1:
-        raise OptionError(f"--label-smoothing {recipe.label_smoothing} is outside [0, 1)")
+    """Refuse settings no run can use (NaN, infinities, values outside their range), naming the option."""
+    at_least("--epochs", recipe.epochs, 1)
+    at_least("--batch-size", recipe.batch_size, 1)
+    if not (math.isfinite(recipe.lr) and recipe.lr > 0):
+        raise OptionError(f"--lr {recipe.lr}: must be a finite number > 0 (the paper: 0.1)")
+    in_range("--momentum", recipe.momentum, "[0, 1)", "the paper: 0.9")
+    if recipe.nesterov and recipe.momentum == 0:
+        raise OptionError(
+            "--momentum 0.0: Nesterov momentum needs a momentum in (0, 1); pass --no-nesterov to train without it"
+        )
+    if not (math.isfinite(recipe.weight_decay) and recipe.weight_decay >= 0):
+        raise OptionError(
+            f"--weight-decay {recipe.weight_decay}: must be a finite number >= 0 "
+            "(the paper: 5e-4 on CIFAR-10, 1e-3 on ImageNet)"
+        )
+    in_range("--gamma", recipe.gamma, "(0, 1]", "the factor lr is multiplied by at each milestone")
+    in_range("--warmup", recipe.warmup, "[0, 1)", "a fraction of the run")
+    in_range("--label-smoothing", recipe.label_smoothing, "[0, 1)", "0 is none")
     for milestone in recipe.milestones:
         if not 0 < milestone < 1:
             raise OptionError(
                 f"--milestones {milestone} is outside (0, 1); milestones are fractions of the run, "
                 "e.g. 0.3,0.6,0.8 for epochs 60,120,160 of 200"
             )
+    at_least("--crop-padding", recipe.crop_padding, 0)
+    at_least("--image-size", recipe.image_size, 1)
+    if not (isinstance(recipe.eval_resize, int) and recipe.eval_resize >= recipe.image_size):
+        raise OptionError(
+            f"--eval-resize {recipe.eval_resize}: must be a whole number >= --image-size {recipe.image_size} "
+            "(evaluation crops the image size out of the resized image)"
+        )
+
+
+def at_least(option: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise OptionError(f"{option} {value}: must be a whole number of at least {low}")
+
+
+def in_range(option: str, value: float, interval: str, hint: str) -> None:
+    """`interval` like "[0, 1)": brackets are closed ends, parentheses open ones; NaN and inf never fit."""
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    fits = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if fits:
+        fits = (low <= value if interval[0] == "[" else low < value) and (
+            value <= high if interval[-1] == "]" else value < high
+        )
+    if not fits:
+        raise OptionError(f"{option} {value}: must be a finite number in {interval} ({hint})")
 
 
 def parse_milestones(text: str | None) -> tuple[float, ...] | None:
@@ -190,6 +223,20 @@ class TrainConfig:
     )
     workers: int = 4  # DataLoader workers for large (streamed) images; small images need none
     root: Path | None = None  # dataset root overriding the one in the manifest
+
+
+def check_config(config: TrainConfig) -> None:
+    """check_recipe, and the run's own settings: refused before any pixel is decoded or file written."""
+    check_recipe(config.recipe)
+    in_range(
+        "--matched-iterations",
+        config.matched_iterations,
+        "[0, 1]",
+        "0: the recipe's epochs over the kept data, 1: the full data's steps",
+    )
+    if config.stop_after is not None:
+        at_least("--stop-after", config.stop_after, 1)
+    at_least("--workers", config.workers, 0)
 
 
 def parse_dynamics_epochs(text: str | None) -> tuple[int, ...] | None:

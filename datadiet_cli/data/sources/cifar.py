@@ -119,6 +119,13 @@ class CifarPython(ContainerSource):
         assert location.root is not None  # images.dataset_root gives every source with has_root a root
         return read_cifar_batch(location.root / name)[0]
 
+    def container_file(self, location: Location, name: str) -> Path:
+        assert location.root is not None
+        file = location.root / name
+        if not file.is_file():
+            raise missing_batch(file)
+        return file
+
 
 def find_cifar_batches(directory: Path) -> Path | None:
     """The folder holding CIFAR python batches: SOURCE itself or its cifar-10-batches-py/cifar-100-python."""
@@ -161,9 +168,7 @@ def read_cifar_pickle(file: Path) -> dict[str, Any]:
         with open(file, "rb") as handle:
             content = _ArraysOnlyUnpickler(handle, encoding="bytes").load()
     except FileNotFoundError:
-        raise DatasetError(
-            f"{file}: no such CIFAR batch file; if the dataset has moved, pass --root with its new location"
-        ) from None
+        raise missing_batch(file) from None
     except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
         raise DatasetError(f"{file}: not a CIFAR python batch ({error})") from None
     if not isinstance(content, dict):
@@ -198,7 +203,11 @@ def read_cifar_batch(file: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     try:
         modified_ns = file.stat().st_mtime_ns
     except FileNotFoundError:
-        raise DatasetError(
-            f"{file}: no such CIFAR batch file; if the dataset has moved, pass --root with its new location"
-        ) from None
+        raise missing_batch(file) from None
     return _cifar_batch_cached(str(file), modified_ns)
+
+
+def missing_batch(file: Path) -> DatasetError:
+    return DatasetError(
+        f"{file}: no such CIFAR batch file; if the dataset has moved, pass --root with its new location"
+    )

@@ -7,6 +7,7 @@ Ids are the index in scikit-learn's order (`0042`); paths point into the one arr
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,6 +78,14 @@ class BuiltinDigits(ContainerSource):
             f"built-in dataset '{dataset_name}' has no container '{name}' (known: {', '.join(BUILTIN_DATASETS)}); "
             "re-run `datadiet ingest`"
         )
+
+    def container_file(self, location: Location, name: str) -> Path | None:
+        """scikit-learn's digits.csv.gz, found without importing scikit-learn (a cache hit never does)."""
+        spec = importlib.util.find_spec("sklearn")
+        if spec is None or spec.origin is None:
+            return None
+        file = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        return file if file.is_file() else None
 
 
 def digits_split(labels: np.ndarray, test_every: int) -> np.ndarray:

@@ -9,6 +9,7 @@ paths are relative to the root, so a moved dataset decodes with `--root`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from datadiet_cli.data.sources.base import (
+    FileStamp,
     Listing,
     Location,
     ProgressCallback,
@@ -160,6 +162,25 @@ class ImageFolder:
 
         return decode
 
+    def file_stamps(self, location: Location, paths: Sequence[str]) -> list[FileStamp]:
+        """One stat() per image file, in row order."""
+        root = location.root
+        assert root is not None
+        root_text = str(root)
+        stamps: list[FileStamp] = []
+        for path in paths:
+            file = os.path.join(root_text, path)
+            try:
+                info = os.stat(file)
+            except FileNotFoundError:
+                raise missing_image(file, root, location.manifest) from None
+            except OSError as error:
+                raise DatasetError(
+                    f"{file}: cannot read the image ({error.strerror}); remove or replace the file"
+                ) from None
+            stamps.append((path, info.st_size, info.st_mtime_ns))
+        return stamps
+
     def open_image(self, location: Location, path: str) -> Image.Image:
         shape = location.dataset.get("image_shape")
         mode = pil_mode_for_channels(int(shape[2])) if shape else None
@@ -228,12 +249,16 @@ def read_image_file(file: str, mode: str | None, root: Path, manifest: str) -> I
             # convert() on an image already in `target` still copies, which loads it before the file closes.
             return image.convert(target)
     except FileNotFoundError:
-        raise DatasetError(
-            f"{file}: no such image (dataset root {root} from {manifest}); "
-            "if the dataset has moved, pass --root with its new location"
-        ) from None
+        raise missing_image(file, root, manifest) from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DatasetError(f"{file}: cannot decode the image ({error}); remove or replace the file") from None
+
+
+def missing_image(file: str, root: Path, manifest: str) -> DatasetError:
+    return DatasetError(
+        f"{file}: no such image (dataset root {root} from {manifest}); "
+        "if the dataset has moved, pass --root with its new location"
+    )
 
 
 def sixteen_bit_to_uint8(values: np.ndarray) -> np.ndarray:
