@@ -629,3 +629,15 @@ def test_a_probe_interrupted_before_its_first_checkpoint_is_resumed_not_refused(
     RunDir(tmp_path / "probes" / "probe-00").open({"settings": "recorded"}, resume=False)  # killed before epoch 1
     probes.train_probes(manifest, config, tmp_path / "probes", None, None)
     assert calls == [(tmp_path / "probes" / "probe-00", True), (tmp_path / "probes" / "probe-01", False)]
+
+
+def test_a_name_the_file_system_cannot_hold_is_one_line_and_leaves_no_folder(tmp_path: Path) -> None:
+    source = scored_manifest(tmp_path)
+    too_long = tmp_path / ("x" * 300 + ".parquet")
+    expect_error(tmp_path, ["prune", source, "-o", too_long, "--keep", "random", "--fraction", "0.5"], 2,
+                 f"-o {too_long}: cannot be used (file name too long); choose another -o path")  # fmt: skip
+    # The name fits, but its temporary's does not: found only when written, and the folders made for it go again.
+    fits = tmp_path / "new" / "deeper" / ("y" * 247 + ".parquet")
+    expect_error(tmp_path, ["prune", source, "-o", fits, "--keep", "random", "--fraction", "0.5"], 1,
+                 f"{fits}: could not be written (file name too long); check the folder's permissions and free "
+                 "space, or choose another -o path")  # fmt: skip

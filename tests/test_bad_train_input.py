@@ -373,14 +373,15 @@ def test_evaluate_outputs_never_overwrite_an_input(runs: Runs, tmp_path: Path) -
     result = invoke(*args, "--predictions", str(runs.test_path))
     assert (
         one_error_line(result)
-        == f"--predictions {runs.test_path}: would overwrite an input of evaluate; choose another path"
+        == f"{runs.test_path}: the output would overwrite the input; choose another --predictions path"
     )
     assert result.exit_code == 2 and runs.test_path.read_bytes() == before
     result = invoke(*args, "-o", str(tmp_path))
-    assert one_error_line(result) == f"-o {tmp_path}: is a directory; give a file path"
-    result = invoke(*args, "-o", str(tmp_path / "same"), "--predictions", str(tmp_path / "same"))
+    assert one_error_line(result) == f"{tmp_path}: is a directory; -o takes a .json file path"
+    result = invoke(*args, "-o", str(tmp_path / "same.json"), "--predictions", str(tmp_path / "same.json"))
     assert (
-        one_error_line(result) == f"--predictions {tmp_path / 'same'}: is also -o; give the two outputs different paths"
+        one_error_line(result)
+        == f"--predictions {tmp_path / 'same.json'}: is also -o; give the two outputs different paths"
     )
     assert list(tmp_path.iterdir()) == []
 
@@ -623,7 +624,7 @@ def test_an_unwritable_run_folder_is_one_line_and_leaves_nothing(runs: Runs, tmp
     result = invoke(*args, str(tmp_path / "afile" / "run"))
     assert (
         one_error_line(result)
-        == f"{tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file, not a folder; choose another -o"
+        == f"-o {tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file, not a folder; choose another -o path"
     )
     assert result.exit_code == 2
     too_long = tmp_path / "new" / ("x" * 300)
@@ -631,9 +632,15 @@ def test_an_unwritable_run_folder_is_one_line_and_leaves_nothing(runs: Runs, tmp
     assert one_error_line(result) == f"{too_long}: cannot write the run folder (File name too long); choose another -o"
     assert result.exit_code == 1
     result = invoke(*args, str(tmp_path / ("x" * 300)))  # its folder exists: refused before any writing
-    assert one_error_line(result) == f"{tmp_path / ('x' * 300)}: cannot be used (File name too long); choose another -o"
+    assert (
+        one_error_line(result)
+        == f"-o {tmp_path / ('x' * 300)}: cannot be used (file name too long); choose another -o path"
+    )
     assert result.exit_code == 2
     assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]  # tmp_path/new is gone again
+
+
+OUTPUT_FIX = "check the folder's permissions and free space, or choose another -o path"
 
 
 def test_unwritable_evaluate_outputs_are_one_line_and_leave_neither_file(runs: Runs, tmp_path: Path) -> None:
@@ -641,21 +648,22 @@ def test_unwritable_evaluate_outputs_are_one_line_and_leave_neither_file(runs: R
     args = ("evaluate", str(runs.whole), str(runs.test_path), "--device", "cpu", "-q")
     result = invoke(*args, "-o", str(tmp_path / "afile" / "x" / "eval.json"))
     assert one_error_line(result) == (
-        f"-o {tmp_path / 'afile' / 'x' / 'eval.json'}: {tmp_path / 'afile'} is a file, not a folder; choose another path"
+        f"-o {tmp_path / 'afile' / 'x' / 'eval.json'}: {tmp_path / 'afile'} is a file, not a folder; "
+        "choose another -o path"
     )
     assert result.exit_code == 2
     too_long = tmp_path / ("x" * 300 + ".json")
     result = invoke(*args, "-o", str(too_long), "--predictions", str(tmp_path / "predictions.parquet"))
-    assert one_error_line(result) == f"-o {too_long}: cannot be used (File name too long); choose another path"
+    assert one_error_line(result) == f"-o {too_long}: cannot be used (file name too long); choose another -o path"
     assert result.exit_code == 2
     too_long = tmp_path / "new" / ("x" * 300 + ".json")  # refused only when written: after the predictions
     result = invoke(*args, "-o", str(too_long), "--predictions", str(tmp_path / "predictions.parquet"))
-    assert one_error_line(result) == f"-o {too_long}: cannot be written (File name too long); choose another path"
-    assert result.exit_code == 2
+    assert one_error_line(result) == f"{too_long}: could not be written (file name too long); {OUTPUT_FIX}"
+    assert result.exit_code == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]  # the predictions written first are removed
     too_long = tmp_path / "new" / ("x" * 250 + ".json")  # a name that fits, but not its temporary's
     result = invoke(*args, "-o", str(too_long))
-    assert one_error_line(result) == f"-o {too_long}: cannot be written (File name too long); choose another path"
+    assert one_error_line(result) == f"{too_long}: could not be written (file name too long); {OUTPUT_FIX}"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]  # nor the folder made for it
     assert not (runs.whole / "eval.json").exists()
 

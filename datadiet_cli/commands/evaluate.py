@@ -6,7 +6,6 @@ from typing import Annotated, Any
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.io.files import check_output
 from datadiet_cli.options import Device, DeviceOption, InferenceBatchSize, Quiet, RootOption
 
 RunDirArgument = Annotated[Path, typer.Argument(help="Run directory written by `datadiet train`.", show_default=False)]
@@ -41,10 +40,6 @@ def evaluate(
 
     Example: datadiet evaluate runs/kept test.parquet --predictions runs/kept/test-predictions.parquet
     """
-    if output is not None:  # checked before importing torch: a wrong path fails at once
-        check_output(output, test_manifest, suffix=".json")
-    if predictions is not None:
-        check_output(predictions, test_manifest, *([output] if output else []), option="--predictions")
     from datadiet_cli.io.manifest import read_manifest
     from datadiet_cli.io.rundir import RunDir
     from datadiet_cli.train.evaluate import evaluate_run

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from datadiet_cli import console
-from datadiet_cli.io.files import check_output_folder
 from datadiet_cli.options import ArchOption, Device, DeviceOption, InputManifest, Quiet, RecipeOption, RootOption, Seed
 from datadiet_cli.train.recipes import (
     Augment,
@@ -106,7 +105,6 @@ def train(
 
     Example: datadiet train kept.parquet -o runs/kept --recipe fast && datadiet evaluate runs/kept test.parquet
     """
-    check_output_folder(output, what="run folder")  # before importing torch: a wrong -o fails at once
     console.on_interrupt(partial(_interrupted_run, output))
     from datadiet_cli.io.manifest import read_manifest
     from datadiet_cli.train.loop import train_run

@@ -114,19 +114,26 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     """
     target = Path(target)
     temporary = target.with_name(_temporary_name(target))
+    made = [folder for folder in target.parents if not folder.exists()]  # removed again if the write fails
+    written = False
     try:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            temporary.touch()  # a name or place the file system refuses fails here, with the OS's own reason
             yield temporary
             os.replace(temporary, target)
         except OSError as error:
             raise OutputError(f"{target}: could not be written ({_reason(error)}); {_OUTPUT_FIX}") from None
+        written = True
         _written.append(target)
         for stale in _stale_temporaries(target):
             stale.unlink(missing_ok=True)
     finally:
         with suppress(OSError):
             temporary.unlink(missing_ok=True)
+        for folder in made if not written else ():  # innermost first; a folder something else filled stays
+            with suppress(OSError):
+                folder.rmdir()
 
 
 _OUTPUT_FIX = "check the folder's permissions and free space, or choose another -o path"
@@ -179,13 +186,19 @@ def check_output_folder(output: Path | str, *, option: str = "-o", what: str = "
 
 @contextmanager
 def _denied_as_output_error(output: Path, option: str) -> Iterator[None]:
-    """A folder on the way that may not even be looked into (stat fails with EACCES) is one line too."""
+    """A path that cannot even be looked at (a folder without permission, a name too long) is one line too."""
     try:
         yield
     except PermissionError:
         raise OutputError(
             f"{option} {output}: the folder {unsearchable_folder(output)} may not be looked into (permission "
             f"denied); choose another {option} path or fix its permissions"
+        ) from None
+    except OutputError:
+        raise  # already one line (OutputError is an OSError too)
+    except OSError as error:  # a name too long for the file system, a loop of symbolic links
+        raise OptionError(
+            f"{option} {output}: cannot be used ({_reason(error)}); choose another {option} path"
         ) from None
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from datadiet_cli.errors import OptionError, RunDirError
-from datadiet_cli.io.files import atomic_path, file_digest
+from datadiet_cli.io.files import atomic_path, check_output_folder, file_digest
 from datadiet_cli.io.tables import read_table, write_table
 
 CONFIG_FILE = "config.json"
@@ -102,20 +102,10 @@ class RunDir:
         _check_model_config(self.config_path, config)
         return config
 
-    def open(self, settings: Mapping[str, Any], resume: bool) -> int:
-        """Check the folder and write config.json; the epoch to continue after (0 = start fresh).
-
-        With `resume`, the recorded settings must match `settings` except RESUMABLE_CHANGES.
-        """
-        try:
-            if self.path.exists() and not self.path.is_dir():
-                raise OptionError(f"{self.path}: is a file; -o takes a directory for the run")
-            blocking = next((folder for folder in self.path.parents if folder.exists()), None)
-            config_exists = (self.path / CONFIG_FILE).exists()
-        except OSError as error:  # a name too long for the file system, a loop of links
-            raise OptionError(f"{self.path}: cannot be used ({error.strerror}); choose another -o") from None
-        if blocking is not None and not blocking.is_dir():
-            raise OptionError(f"{self.path}: {blocking} is a file, not a folder; choose another -o")
+    def check_can_open(self, resume: bool) -> None:
+        """Before any work: -o can be a run folder, and holds a run exactly when `resume` says it does."""
+        check_output_folder(self.path, what="run folder")
+        config_exists = self.config_path.exists()
         if not resume and (config_exists or self.checkpoint_path.exists()):
             raise OptionError(
                 f"{self.path}: already holds a training run; pass --resume to continue it or choose another -o"
@@ -124,6 +114,13 @@ class RunDir:
             raise OptionError(
                 f"--resume: {self.path} holds no training run (no {CONFIG_FILE}); drop --resume to start one"
             )
+
+    def open(self, settings: Mapping[str, Any], resume: bool) -> int:
+        """Check the folder and write config.json; the epoch to continue after (0 = start fresh).
+
+        With `resume`, the recorded settings must match `settings` except RESUMABLE_CHANGES.
+        """
+        self.check_can_open(resume)
         if resume:
             _check_resumable(self.path, self.config(), settings)
             if self.has_checkpoint():

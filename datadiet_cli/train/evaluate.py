@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from datadiet_cli.device import select_device
-from datadiet_cli.errors import ColumnError, DatasetError, ManifestError, OptionError, RunDirError
-from datadiet_cli.io.files import describe_file
+from datadiet_cli.errors import ColumnError, DatasetError, ManifestError, OptionError, OutputError, RunDirError
+from datadiet_cli.io.files import check_output, describe_file
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.io.rundir import DAMAGED_RUN_FIX, RunDir
 from datadiet_cli.io.tables import write_table
@@ -196,27 +196,21 @@ def evaluate_run(
 def write_outputs(
     run: RunDir, report: dict[str, Any], output: Path | None, predictions: Predictions, predictions_path: Path | None
 ) -> None:
-    """The predictions (when asked) and the metrics JSON: both, or neither with a one-line error."""
-    written: list[Path] = []
-    targets = [Path(path) for path in (predictions_path, output or run.eval_path) if path is not None]
-    made = sorted({folder for path in targets for folder in path.parents if not folder.exists()}, reverse=True)
-    target, option = (Path(predictions_path), "--predictions") if predictions_path is not None else (None, "")
-    try:
-        if target is not None:
-            write_predictions(predictions, target, report)
-            written.append(target)
-        target, option = (Path(output), "-o") if output is not None else (run.eval_path, "")
+    """The predictions (when asked), then the metrics JSON: both, or neither (a failed write is one OutputError)."""
+    if predictions_path is None:
         run.write_eval(report, output)
-    except OSError as error:
-        for path in written:
-            path.unlink(missing_ok=True)
-        for folder in made:  # deepest first: the folders atomic_path made for the outputs
+        return
+    target = Path(predictions_path)
+    made = [folder for folder in target.parents if not folder.exists()]
+    write_predictions(predictions, target, report)
+    try:
+        run.write_eval(report, output)
+    except OutputError:
+        target.unlink(missing_ok=True)
+        for folder in made:  # innermost first: the folders made for the predictions
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        problem = f"{target}: cannot be written ({error.strerror or type(error).__name__})"
-        if option:
-            raise OptionError(f"{option} {problem}; choose another path") from None
-        raise RunDirError(f"{problem}; make {run.path} writable or pass -o") from None
+        raise
 
 
 def write_predictions(predictions: Predictions, path: Path, report: dict[str, Any]) -> None:
@@ -254,26 +248,14 @@ def check_labels(manifest: Manifest, labels: np.ndarray, num_classes: int, run_d
 
 
 def check_outputs(run: RunDir, manifest: Manifest, output: Path | None, predictions: Path | None) -> None:
-    """Refuse outputs that are folders, that would overwrite an input, or that are one file twice."""
+    """Refuse outputs before any work (io/files.check_output), and never one path for both outputs."""
     inputs = [run.config_path, run.checkpoint_path] + ([Path(manifest.source)] if manifest.source else [])
-    named = [("-o", output), ("--predictions", predictions)]
-    for option, path in named:
-        if path is None:
-            continue
-        try:
-            is_dir = Path(path).is_dir()
-            blocking = next((folder for folder in Path(path).parents if folder.exists()), None)
-            overwrites = any(Path(path).resolve() == source.resolve() for source in inputs)
-        except OSError as error:  # a name too long for the file system, a loop of links
-            raise OptionError(f"{option} {path}: cannot be used ({error.strerror}); choose another path") from None
-        if is_dir:
-            raise OptionError(f"{option} {path}: is a directory; give a file path")
-        if blocking is not None and not blocking.is_dir():
-            raise OptionError(f"{option} {path}: {blocking} is a file, not a folder; choose another path")
-        if overwrites:
-            raise OptionError(f"{option} {path}: would overwrite an input of evaluate; choose another path")
-    if output is not None and predictions is not None and Path(output).resolve() == Path(predictions).resolve():
-        raise OptionError(f"--predictions {predictions}: is also -o; give the two outputs different paths")
+    if output is not None:
+        check_output(output, *inputs, suffix=".json")
+    if predictions is not None:
+        if output is not None and Path(output).resolve() == Path(predictions).resolve():
+            raise OptionError(f"--predictions {predictions}: is also -o; give the two outputs different paths")
+        check_output(predictions, *inputs, option="--predictions")
 
 
 def check_image_shape(manifest: Manifest, settings: dict[str, Any]) -> None:

@@ -94,6 +94,7 @@ def train_run(
     """
     run, recipe = RunDir(run_dir), config.recipe
     plan = plan_run(manifest, config)  # what to train on and for how long; every check before any work
+    run.check_can_open(resume)
     device = select_device(config.device)
     bf16 = use_bf16(config.precision, device)
     # NHWC is what cuDNN and oneDNN convolutions prefer (CPU, smallcnn: 1.4x in fp32, 1.6x in bf16).
