@@ -12,17 +12,21 @@
 
 An entry knows how to recognise its spec, check it and its weights before any image is
 decoded, load itself, and which input convention it expects. Weights are never downloaded;
-checkpoints load with `weights_only=True` and programs with `torch.export.load`, so no file
-runs code. torch and torchvision are imported inside functions.
+checkpoints load with `weights_only=True`, and programs through `programs.load_program`, which
+refuses pickles, native code and code strings before torch reads the rest, so no file runs code
+(docs/security.md). torch and torchvision are imported inside functions.
 """
 
 from __future__ import annotations
 
+import re
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datadiet_cli.cluster.programs import check_program_file, load_program, silenced
 from datadiet_cli.errors import ModelFileError, OptionError
 from datadiet_cli.io.files import file_digest
 
@@ -57,6 +61,7 @@ class Encoder:
     default_size: int | None  # None = the images' own side (rounded up to an accepted size)
     identity: Mapping[str, Any] = field(default_factory=dict)  # name, kind, file, sha256
     min_size: int = MIN_PROGRAM_SIZE  # with any size accepted and no default: the least side chosen
+    batch: tuple[int, int | None] = (1, None)  # least and most images per call (a static batch: equal)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Loaded:
     name: str  # how the lineage names the encoder
     file: Path | None = None  # the weights or program file it came from (digested into the lineage)
     sizes: list[int] | None = None  # input sides it accepts; None = any
+    batch: tuple[int, int | None] = (1, None)  # least and most images per call
 
 
 @dataclass(frozen=True)
@@ -88,16 +94,41 @@ def read_checkpoint(path: Path) -> Mapping[str, Any]:
     """A state dict (or a mapping holding one), loaded with weights_only: tensors and containers, never code."""
     import torch
 
+    if path.is_dir():
+        raise ModelFileError(f"--weights {path}: is a folder, not a checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with silenced():  # torch warns about pickle protocols before it fails: one error line, nothing else
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelFileError(f"--weights {path}: no such file") from None
     except Exception as error:  # torch raises many types for a bad file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelFileError(f"--weights {path}: not a torch checkpoint ({reason})") from None
+        raise ModelFileError(f"--weights {path}: {checkpoint_problem(path, error)}") from None
     if not isinstance(checkpoint, Mapping):
         raise ModelFileError(f"--weights {path}: holds a {type(checkpoint).__name__}, not a state dict")
     return checkpoint
+
+
+def checkpoint_problem(path: Path, error: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in one line that names the fix."""
+    refused_global = re.search(r"GLOBAL ([\w.]+)", str(error)) if "Weights only load failed" in str(error) else None
+    if refused_global is not None:
+        return (
+            f"holds Python objects besides tensors ({refused_global.group(1)}), which datadiet does not unpickle "
+            "(they could run code); save a plain state dict with torch.save(model.state_dict(), FILE)"
+        )
+    try:
+        if path.stat().st_size == 0:
+            return "an empty file, not a torch checkpoint"
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/archive_format") for name in archive.namelist()):
+                return "a torch.export program, not a checkpoint; give it as --encoder FILE"
+    except (OSError, zipfile.BadZipFile):
+        pass
+    if "Weights only load failed" in str(error) or isinstance(error, (KeyError, UnicodeDecodeError)):
+        return "not a torch checkpoint (not a pickle that torch.load reads); save one with torch.save(state_dict, FILE)"
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return f"not a torch checkpoint ({reason[:150]})"
 
 
 def load_strict(
@@ -249,49 +280,6 @@ def _load_torchvision(spec: str, weights: Path | None, device: torch.device) -> 
 # -- exported programs -----------------------------------------------------------------------------
 
 
-def exported_program(path: Path) -> tuple[Module, list[int] | None]:
-    """`torch.export.load(path).module()` and the input sides its shape constraints allow."""
-    import torch
-
-    try:
-        program = torch.export.load(str(path))
-    except Exception as error:  # torch raises many types for a bad file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelFileError(f"--encoder {path}: not a torch.export program ({reason})") from None
-    return program.module(), accepted_sizes(program)
-
-
-def accepted_sizes(program: Any, limit: int = 4096) -> list[int] | None:
-    """Input sides S that the program's first input accepts, read from its shape constraints.
-
-    A static side gives [S]; a symbolic one like 32*s with s in [2, 16] gives 64, 96, ..., 512;
-    None when the side is free (or too complicated to enumerate).
-    """
-    from torch.export.graph_signature import InputKind
-
-    user_inputs = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
-    if not user_inputs:
-        return None
-    node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0]), None)
-    value = node.meta.get("val") if node is not None else None
-    if value is None or len(value.shape) != 4:
-        return None
-    side = value.shape[2]
-    if isinstance(side, int):
-        return [side]
-    expression = side.node.expr
-    symbols = list(expression.free_symbols)
-    if len(symbols) != 1 or symbols[0] not in program.range_constraints:
-        return None
-    bounds = program.range_constraints[symbols[0]]
-    try:
-        lower, upper = int(bounds.lower), int(bounds.upper)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    sizes = sorted({int(expression.subs(symbols[0], v)) for v in range(lower, min(upper, lower + limit) + 1)})
-    return [s for s in sizes if s <= limit] if upper - lower <= limit else None
-
-
 def _is_program_file(spec: str) -> bool:
     return Path(spec).expanduser().is_file()
 
@@ -299,14 +287,15 @@ def _is_program_file(spec: str) -> bool:
 def _check_program(spec: str, weights: Path | None) -> None:
     if weights is not None:
         raise OptionError(f"{WEIGHTS_FOR}; the program {spec} holds its own")
+    check_program_file(Path(spec).expanduser())  # a refused or broken archive fails before images are decoded
 
 
 def _load_program(spec: str, weights: Path | None, device: torch.device) -> Loaded:
     path = Path(spec).expanduser()
-    module, sizes = exported_program(path)
+    program = load_program(path)  # refuses pickles, native code and anything else that could run code
     # A program's train/eval behaviour was fixed when it was exported: it only moves to the device.
-    moved = module.to(device) if device.type != "cpu" else module
-    return Loaded(moved, path.name, path, sizes)
+    moved = program.module.to(device) if device.type != "cpu" else program.module
+    return Loaded(moved, path.name, path, program.sizes, program.batch)
 
 
 # -- raw pixels ------------------------------------------------------------------------------------
@@ -370,7 +359,9 @@ def load_encoder(spec: str, weights: Path | None, device: torch.device) -> Encod
     identity: dict[str, Any] = {"name": loaded.name, "kind": kind.kind}
     if loaded.file is not None:
         identity.update(file=str(loaded.file.resolve()), sha256=file_digest(loaded.file))
-    return Encoder(loaded.module, kind.imagenet_normalise, loaded.sizes, kind.default_size, identity, kind.min_size)
+    return Encoder(
+        loaded.module, kind.imagenet_normalise, loaded.sizes, kind.default_size, identity, kind.min_size, loaded.batch
+    )
 
 
 def takes_weights(spec: str) -> bool:

@@ -1,0 +1,431 @@
+"""Loading an exported encoder (a `torch.export.save` file, .pt2) without running code from the file.
+
+`torch.export.load` trusts its file. A .pt2 archive is a zip whose weights, constants and sample
+inputs may be pickles that torch unpickles with `weights_only=False`; it may carry AOTInductor
+shared libraries, guard code that `ExportedProgram.module()` passes to `exec`, and symbolic
+shapes that sympy parses with `eval`; and its graph names its calls by dotted path. So
+`load_program` reads the archive itself first, through torch's own zip reader, and refuses:
+
+- anything but the members `torch.export.save` writes for one program (so no AOTInductor code,
+  no older pickled formats, no `torch.save` pickle);
+- weights and constants stored as pickles, TorchScript or Python objects (plain tensors are raw
+  bytes plus JSON metadata, which torch reads without unpickling);
+- sample inputs that do not load with `torch.load(weights_only=True)` (torch would retry with
+  `weights_only=False`);
+- symbolic-shape expressions that are not plain arithmetic on sympy's classes.
+
+Then torch deserializes what is left, inside a guard that refuses any other string sympy would
+`eval`, and with warnings and torch's log silenced (a bad file gives one error, nothing else).
+`module(check_guards=False)` never `exec`s the file's guard code, and every call in the
+resulting graphs must be a torch operator or plain arithmetic before the module is returned.
+torch is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import re
+import warnings
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from datadiet_cli.errors import ModelFileError
+
+if TYPE_CHECKING:
+    import torch
+
+MODEL = "model"  # the one program torch.export.save writes
+# Metadata records of torch's zip writer: read as text or not at all.
+FIXED_MEMBERS = ("archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id",
+                 ".format_version", ".storage_alignment")  # fmt: skip
+MODEL_JSON = f"models/{MODEL}.json"
+SAMPLE_INPUTS = f"data/sample_inputs/{MODEL}.pt"
+WEIGHTS_CONFIG = f"data/weights/{MODEL}_weights_config.json"
+CONSTANTS_CONFIG = f"data/constants/{MODEL}_constants_config.json"
+EXTRA_DIR = "extra/"
+AOTINDUCTOR_DIR = "data/aotinductor/"
+TENSOR_CONSTANT_PREFIX = "tensor_"
+CONSTANT_KINDS = {"custom_obj_": "a TorchScript object", "opaque_obj_": "a pickled Python object"}
+# Symbol names in sympy's printed form (s0, u1, ...); strings in it are names or numbers, never code.
+SYMBOL_NAME = re.compile(r"[a-z]+[0-9]+")
+PLAIN_STRING = re.compile(r"[A-Za-z0-9_.+\-]*")
+KEYWORD = re.compile(r"[a-z][a-z_]*")
+PRINTABLE = re.compile(r"[ -\[\]-~]*")  # printable ASCII but the backslash
+ARITHMETIC_NODES = (
+    ast.Expression, ast.Load, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.keyword,
+    ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd, ast.Not, ast.Invert,
+    ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.And, ast.Or, ast.BitAnd, ast.BitOr, ast.BitXor,
+)  # fmt: skip
+SAFE_NODE_OPS = ("placeholder", "output", "get_attr", "call_function")
+NOT_A_PROGRAM = "give a file written by torch.export.save"
+
+
+class UnsafeProgram(Exception):
+    """Raised from inside torch's deserialization when the file asks sympy to evaluate code."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """A loaded exported program and its input contract, read from its shape constraints."""
+
+    module: torch.nn.Module  # the unlifted GraphModule: float (B, 3, S, S) -> (B, D)
+    sizes: list[int] | None  # input sides S it accepts; None = any
+    batch: tuple[int, int | None]  # least and most images per call (equal for a static batch)
+
+
+def refused(path: Path, what: str) -> ModelFileError:
+    return ModelFileError(
+        f"--encoder {path}: refused: {what}, which could run code on loading; datadiet loads only programs of "
+        "torch operators and plain tensors, as torch.export.save writes them for an ordinary nn.Module"
+    )
+
+
+def not_a_program(path: Path, why: str) -> ModelFileError:
+    return ModelFileError(f"--encoder {path}: not a torch.export program ({why}); {NOT_A_PROGRAM}")
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ModelFileError(f"--encoder {path}: cannot be read ({error.strerror or error})") from None
+
+
+def check_program_file(path: Path) -> None:
+    """The archive checks of `load_program` alone (cheap: no graph is built), before any image is decoded."""
+    check_archive(read_file(path), path)
+
+
+def load_program(path: Path) -> Program:
+    """The program in a .pt2 file, loaded without running code from it (see the module docstring)."""
+    data = read_file(path)  # checked and loaded from the same bytes
+    check_archive(data, path)
+    try:
+        with silenced(), sympy_guarded():
+            from torch.export.pt2_archive._package import load_pt2
+
+            program = load_pt2(io.BytesIO(data)).exported_programs[MODEL]
+            module = program.module(check_guards=False)  # never exec() the file's guard code
+    except UnsafeProgram as error:
+        raise refused(path, str(error)) from None
+    except Exception as error:  # torch raises many types for a bad file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"--encoder {path}: not a loadable torch.export program ({reason})") from None
+    check_calls(module, path)
+    return Program(module, accepted_sizes(program), accepted_batch(program, path))
+
+
+# -- the archive, before torch reads it --------------------------------------------------------------
+
+
+def check_archive(data: bytes, path: Path) -> None:
+    """Refuse anything in a .pt2 archive that torch would unpickle, exec, eval or load as native code."""
+    import torch
+
+    try:  # the torch internals these checks mirror (present in the torch versions datadiet is tested with)
+        from torch._export.serde.serialize import _dict_to_dataclass  # noqa: F401
+        from torch.export.pt2_archive._package import load_pt2  # noqa: F401
+    except ImportError:
+        raise ModelFileError(
+            f"--encoder {path}: torch {torch.__version__} lacks torch.export.pt2_archive, which datadiet needs to load "
+            "exported programs safely; upgrade torch"
+        ) from None
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise not_a_program(path, "not a zip archive")
+    try:
+        with silenced():
+            reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+            names = set(reader.get_all_records())
+    except Exception:
+        raise not_a_program(path, "a zip archive that torch cannot read") from None
+    if "data.pkl" in names:
+        raise ModelFileError(
+            f"--encoder {path}: a torch.save file (a pickle), not a torch.export program; export the model with "
+            "torch.export.save, or give a state dict as --weights of swav-resnet50 or torchvision:NAME"
+        )
+    if "serialized_exported_program.json" in names:
+        raise refused(path, "an older torch.export format whose weights are pickles (re-export it with this torch)")
+    if "archive_format" not in names or reader.get_record("archive_format") != b"pt2":
+        raise not_a_program(path, "a zip archive without archive_format 'pt2'")
+    check_members(reader, names, path)
+    try:
+        sample_inputs = reader.get_record(SAMPLE_INPUTS)
+        if sample_inputs:  # empty: torch reads no sample inputs at all
+            with silenced():
+                torch.load(io.BytesIO(sample_inputs), map_location="cpu", weights_only=True)
+    except Exception:
+        # torch itself would retry with weights_only=False: a pickle that needs it could run code.
+        raise refused(path, f"sample inputs ({SAMPLE_INPUTS}) that are not plain tensors") from None
+    try:
+        document = json.loads(reader.get_record(MODEL_JSON).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise not_a_program(path, f"{MODEL_JSON} is not JSON: {error}") from None
+    for expression in expressions(document):
+        if not isinstance(expression, str) or not is_plain_arithmetic(expression):
+            raise refused(path, f"a symbolic shape {shorten(expression)} that is not plain arithmetic")
+
+
+def check_members(reader: Any, names: set[str], path: Path) -> None:
+    """Every member must be one torch.export.save writes for one program of plain tensors."""
+    models = sorted(name for name in names if name.startswith("models/"))
+    if models != [MODEL_JSON]:
+        raise not_a_program(path, f"holds {len(models)} programs ({', '.join(models) or 'none'}), not one")
+    aoti = sorted(name for name in names if name.startswith(AOTINDUCTOR_DIR))
+    if aoti:
+        raise refused(path, f"AOTInductor compiled code ({aoti[0]})")
+    expected = {*FIXED_MEMBERS, MODEL_JSON, SAMPLE_INPUTS, WEIGHTS_CONFIG, CONSTANTS_CONFIG}
+    missing = sorted(name for name in (MODEL_JSON, SAMPLE_INPUTS, WEIGHTS_CONFIG, CONSTANTS_CONFIG)
+                     if name not in names)  # fmt: skip
+    if missing:
+        raise not_a_program(path, f"no {missing[0]} in the archive")
+    for config, folder, what in ((WEIGHTS_CONFIG, "data/weights/", "weight"),
+                                 (CONSTANTS_CONFIG, "data/constants/", "constant")):  # fmt: skip
+        for name, meta in payloads(reader, config, path).items():
+            member = folder + meta.path_name
+            kind = next((kind for prefix, kind in CONSTANT_KINDS.items() if meta.path_name.startswith(prefix)), None)
+            if kind is not None:
+                raise refused(path, f"{what} '{name}' stored as {kind} ({member})")
+            if meta.use_pickle or (what == "constant" and not meta.path_name.startswith(TENSOR_CONSTANT_PREFIX)):
+                raise refused(path, f"{what} '{name}' stored as a pickle ({member})")
+            expected.add(member)
+    unexpected = sorted(name for name in names - expected if not name.startswith(EXTRA_DIR))
+    if unexpected:
+        raise refused(path, f"a member torch.export.save does not write ({unexpected[0]})")
+
+
+def payloads(reader: Any, config: str, path: Path) -> dict[str, Any]:
+    """A weights or constants config, parsed by torch's own schema code (as torch.export.load parses it)."""
+    from torch._export.serde import schema
+    from torch._export.serde.serialize import _dict_to_dataclass
+
+    try:
+        parsed = _dict_to_dataclass(schema.PayloadConfig, json.loads(reader.get_record(config).decode("utf-8")))
+        return dict(parsed.config)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise not_a_program(path, f"unreadable {config}: {reason}") from None
+
+
+def expressions(document: Any) -> Iterator[Any]:
+    """Every `expr_str` in a serialized program: the strings torch hands to sympy."""
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "expr_str":
+                    yield value
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+@cache
+def sympy_names() -> frozenset[str]:
+    """Names an expression may call or use: sympy's and torch's expression classes, and sympy's constants."""
+    import sympy
+    import torch.utils._sympy.functions as functions
+
+    classes = {
+        name
+        for module in (sympy, functions)
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, sympy.Basic)
+    }
+    return frozenset(classes | {"oo", "zoo", "nan", "pi", "E", "I", "true", "false"})
+
+
+def is_plain_arithmetic(text: str) -> bool:
+    """Whether `text` is sympy's printed form of an expression: calls of sympy classes on numbers,
+    symbol names and operators, and nothing sympy's `eval` could turn into other code."""
+    if len(text) > 100_000 or not PRINTABLE.fullmatch(text):
+        return False
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    names = sympy_names()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            safe = isinstance(node.func, ast.Name) and node.func.id in names
+        elif isinstance(node, ast.Name):
+            safe = node.id in names or SYMBOL_NAME.fullmatch(node.id) is not None
+        elif isinstance(node, ast.Constant):
+            value = node.value
+            safe = (isinstance(value, str) and PLAIN_STRING.fullmatch(value) is not None) or (
+                value is None or isinstance(value, (bool, int, float))
+            )
+        elif isinstance(node, ast.keyword):
+            safe = node.arg is not None and KEYWORD.fullmatch(node.arg) is not None
+        else:
+            safe = isinstance(node, ARITHMETIC_NODES)
+        if not safe:
+            return False
+    return True
+
+
+def shorten(value: Any, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def sympy_guarded() -> Iterator[None]:
+    """While torch deserializes: every string sympy would `eval` must be plain arithmetic."""
+    from sympy.parsing import sympy_parser
+
+    original = sympy_parser.parse_expr
+
+    def parse_expr(text: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(text, str) or not is_plain_arithmetic(text):
+            raise UnsafeProgram(f"a symbolic shape {shorten(text)} that is not plain arithmetic")
+        return original(text, *args, **kwargs)
+
+    sympy_parser.parse_expr = parse_expr
+    try:
+        yield
+    finally:
+        sympy_parser.parse_expr = original
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No Python warning and no log record reaches stderr (torch logs tracebacks as warnings)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+# -- the loaded graph --------------------------------------------------------------------------------
+
+
+@cache
+def plain_functions() -> frozenset[Any]:
+    """Python callables an exported graph may call besides operators: the export verifier's arithmetic."""
+    import torch
+    from torch._export.verifier import Verifier
+
+    symbolic = (torch.sym_int, torch.sym_float, torch.sym_ite, torch.sym_max, torch.sym_min, torch.sym_not,
+                torch.sym_sqrt, torch.sym_sum, torch._C._set_grad_enabled)  # fmt: skip
+    return frozenset([*Verifier().allowed_builtin_ops(), *symbolic])
+
+
+def check_calls(module: torch.nn.Module, path: Path) -> None:
+    """Every call in every graph of the module is a torch operator or plain arithmetic, and so are
+    the callables its calls take as arguments (a graph names its calls by dotted path in the file)."""
+    import torch
+    from torch._ops import HigherOrderOperator, OpOverload
+
+    def allowed(value: Any) -> bool:
+        if isinstance(value, (OpOverload, HigherOrderOperator, torch.fx.Node, torch.nn.Module)):
+            return True
+        try:
+            return not callable(value) or value in plain_functions()
+        except TypeError:  # unhashable
+            return False
+
+    for graph_module in module.modules():
+        if not isinstance(graph_module, torch.fx.GraphModule):
+            continue
+        for node in graph_module.graph.nodes:
+            if node.op not in SAFE_NODE_OPS:
+                raise refused(path, f"a graph node that is a {node.op} ({shorten(str(node.target))})")
+            leaves: list[Any] = []
+            torch.fx.node.map_aggregate((node.args, node.kwargs), leaves.append)
+            calls = [node.target] if node.op == "call_function" else []
+            for value in [*calls, *leaves]:
+                if not allowed(value):
+                    name = shorten(getattr(value, "__name__", value))
+                    raise refused(path, f"a graph that uses {name}, which is not a torch operator")
+
+
+# -- the input contract ------------------------------------------------------------------------------
+
+
+def user_input(program: Any) -> Any:
+    """The `val` (a fake tensor) of the program's first user input, or None."""
+    from torch.export.graph_signature import InputKind
+
+    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    if not names:
+        return None
+    node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0]), None)
+    return node.meta.get("val") if node is not None else None
+
+
+def accepted_sizes(program: Any, limit: int = 4096) -> list[int] | None:
+    """Input sides S that the program's first input accepts, read from its shape constraints.
+
+    A static side gives [S]; a symbolic one like 32*s with s in [2, 16] gives 64, 96, ..., 512;
+    None when the side is free (or too complicated to enumerate).
+    """
+    value = user_input(program)
+    if value is None or len(value.shape) != 4:
+        return None
+    side = value.shape[2]
+    if isinstance(side, int):
+        return [side]
+    expression = side.node.expr
+    bounds = symbol_bounds(program, expression)
+    if bounds is None or bounds[2] is None:
+        return None
+    symbol, lower, upper = bounds
+    sizes = sorted({int(expression.subs(symbol, v)) for v in range(lower, min(upper, lower + limit) + 1)})
+    return [s for s in sizes if s <= limit] if upper - lower <= limit else None
+
+
+def symbol_bounds(program: Any, expression: Any) -> tuple[Any, int, int | None] | None:
+    """(symbol, lower, upper or None when unbounded) of an expression in one symbol, or None."""
+    symbols = list(expression.free_symbols)
+    if len(symbols) != 1 or symbols[0] not in program.range_constraints:
+        return None
+    bounds = program.range_constraints[symbols[0]]
+    try:
+        lower = int(bounds.lower)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    try:
+        upper: int | None = int(bounds.upper)
+    except (TypeError, ValueError, OverflowError):
+        upper = None
+    return symbols[0], lower, upper
+
+
+def accepted_batch(program: Any, path: Path) -> tuple[int, int | None]:
+    """(least, most) images per call, and a clear error now for an input datadiet cannot feed:
+    it feeds one float32 tensor of shape (B, 3, S, S)."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    count = sum(spec.kind == InputKind.USER_INPUT for spec in program.graph_signature.input_specs)
+    value = user_input(program)
+    shape = tuple(value.shape) if value is not None else ()
+    dtype = str(value.dtype).removeprefix("torch.") if value is not None else "?"
+    square = len(shape) == 4 and str(shape[2]) == str(shape[3])
+    channels_ok = len(shape) == 4 and (not isinstance(shape[1], int) or shape[1] == 3)
+    if count != 1 or value is None or value.dtype != torch.float32 or not square or not channels_ok:
+        takes = f"{count} inputs" if count != 1 else f"a {dtype} input of shape ({', '.join(map(str, shape))})"
+        raise ModelFileError(f"--encoder {path}: takes {takes}; datadiet feeds one float32 batch of RGB images "
+                             "(N, 3, S, S); export the encoder for that input")  # fmt: skip
+    batch = shape[0]
+    if isinstance(batch, int):
+        return batch, batch
+    bounds = symbol_bounds(program, batch.node.expr) if batch.node.expr.is_Symbol else None
+    if bounds is None:
+        return 1, None
+    _, lower, upper = bounds
+    return max(lower, 1), upper
