@@ -130,6 +130,54 @@ def symbolic_shape(marker: Path) -> Callable[[dict[str, bytes]], None]:
     return edit
 
 
+def argument_code(marker: Path) -> str:
+    return f'x=open({str(marker)!r},"w")or"""' + "):\n    x = (([0"
+
+
+def path_code(marker: Path) -> str:
+    return f'conv.b"+str(open({str(marker)!r},"w"))+"'
+
+
+def argument_name(marker: Path) -> Callable[[dict[str, bytes]], None]:
+    """A forward() argument name that torch.fx writes into `def forward(self, NAME)` and exec()s: the
+    triple quote makes both places it appears one valid program, whose default argument runs."""
+    name = argument_code(marker)
+
+    def edit(members: dict[str, bytes]) -> None:
+        edit_json(members, "models/model.json",
+                  lambda m: m["graph_module"]["module_call_graph"][0]["signature"].update(forward_arg_names=[name]))  # fmt: skip
+
+    return edit
+
+
+def attribute_path(marker: Path) -> Callable[[dict[str, bytes]], None]:
+    """A parameter's path, which torch.fx writes as getattr(self.conv, "PART") in the module's source."""
+    evil = path_code(marker)
+
+    def rename(document: dict) -> None:
+        for spec in document["graph_module"]["signature"]["input_specs"]:
+            if spec.get("parameter", {}).get("parameter_name") == "conv.bias":
+                spec["parameter"]["parameter_name"] = evil
+
+    def edit(members: dict[str, bytes]) -> None:
+        config = "data/weights/model_weights_config.json"
+        edit_json(members, config, lambda c: c["config"].__setitem__(evil, c["config"].pop("conv.bias")))
+        edit_json(members, "models/model.json", rename)
+
+    return edit
+
+
+def legacy_alias(marker: Path) -> Callable[[dict[str, bytes]], None]:
+    """A raw (unpickled) weight named like the legacy pickled-weights file, which torch then unpickles."""
+
+    def edit(members: dict[str, bytes]) -> None:
+        config = "data/weights/model_weights_config.json"
+        edit_json(members, config, lambda c: c["config"]["conv.bias"].update(path_name="model.pt"))
+        members["data/weights/model.pt"] = torch_saved(WritesMarker(marker))
+
+    return edit
+
+
 def guard_code(marker: Path) -> Callable[[dict[str, bytes]], None]:
     """Guard code, which ExportedProgram.module() exec()s and the module runs on every call."""
 
@@ -183,6 +231,11 @@ def pickled_constant(marker: Path) -> Callable[[dict[str, bytes]], None]:
         (symbolic_shape,
          lambda marker: f"a symbolic shape {shorten(f'open({str(marker)!r}, {chr(39)}w{chr(39)})')} that is not plain "
                         "arithmetic"),
+        (argument_name,
+         lambda marker: f"argument names {shorten([argument_code(marker)])} that are not Python names"),
+        (attribute_path,
+         lambda marker: f"an attribute path {shorten(path_code(marker))} with quotes, backslashes or spaces"),
+        (legacy_alias, lambda marker: "weight 'conv.bias' stored under an unexpected name (data/weights/model.pt)"),
     ],
 )  # fmt: skip
 def test_hostile_program_is_refused_and_nothing_runs(
@@ -246,6 +299,10 @@ def custom_object(members: dict[str, bytes]) -> None:
         (lambda m: m.__setitem__("data/weights/model.pt", b"PK"),
          "a member torch.export.save does not write (data/weights/model.pt)"),
         (custom_object, "constant 'evil' stored as a TorchScript object (data/constants/custom_obj_0)"),
+        # torch overwrites fx's sanitised node names with the file's, which then appear in the module's source
+        (lambda m: edit_json(m, "models/model.json",
+                             lambda d: d["graph_module"]["graph"]["nodes"][0].update(name="a = 1; b")),
+         "a node name 'a = 1; b' that is not a Python name"),
     ],
 )  # fmt: skip
 def test_native_code_and_unknown_members_are_refused(

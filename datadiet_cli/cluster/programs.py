@@ -3,7 +3,8 @@
 `torch.export.load` trusts its file. A .pt2 archive is a zip whose weights, constants and sample
 inputs may be pickles that torch unpickles with `weights_only=False`; it may carry AOTInductor
 shared libraries, guard code that `ExportedProgram.module()` passes to `exec`, and symbolic
-shapes that sympy parses with `eval`; and its graph names its calls by dotted path. So
+shapes that sympy parses with `eval`; its argument names become Python source that
+`module()` `exec`s; and its graph names its calls by dotted path. So
 `load_program` reads the archive itself first, through torch's own zip reader, and refuses:
 
 - anything but the members `torch.export.save` writes for one program (so no AOTInductor code,
@@ -12,20 +13,24 @@ shapes that sympy parses with `eval`; and its graph names its calls by dotted pa
   bytes plus JSON metadata, which torch reads without unpickling);
 - sample inputs that do not load with `torch.load(weights_only=True)` (torch would retry with
   `weights_only=False`);
-- symbolic-shape expressions that are not plain arithmetic on sympy's classes.
+- symbolic-shape expressions that are not plain arithmetic on sympy's classes;
+- node and argument names that are not Python names, and attribute paths with quotes.
 
 Then torch deserializes what is left, inside a guard that refuses any other string sympy would
 `eval`, and with warnings and torch's log silenced (a bad file gives one error, nothing else).
-`module(check_guards=False)` never `exec`s the file's guard code, and every call in the
-resulting graphs must be a torch operator or plain arithmetic before the module is returned.
+The names `module()` writes into the Python source it `exec`s are checked again on the loaded
+program; `module(check_guards=False)` never `exec`s the file's guard code; and every call in
+the resulting graphs must be a torch operator or plain arithmetic before the module is returned.
 torch is imported inside functions.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
 import json
+import keyword
 import logging
 import re
 import warnings
@@ -52,7 +57,8 @@ WEIGHTS_CONFIG = f"data/weights/{MODEL}_weights_config.json"
 CONSTANTS_CONFIG = f"data/constants/{MODEL}_constants_config.json"
 EXTRA_DIR = "extra/"
 AOTINDUCTOR_DIR = "data/aotinductor/"
-TENSOR_CONSTANT_PREFIX = "tensor_"
+# The raw tensor payloads torch.export.save names weight_0, weight_1, ... and tensor_0, tensor_1, ...
+PAYLOAD_NAME = {"weight": re.compile(r"weight_[0-9]+"), "constant": re.compile(r"tensor_[0-9]+")}
 CONSTANT_KINDS = {"custom_obj_": "a TorchScript object", "opaque_obj_": "a pickled Python object"}
 # Symbol names in sympy's printed form (s0, u1, ...); strings in it are names or numbers, never code.
 SYMBOL_NAME = re.compile(r"[a-z]+[0-9]+")
@@ -64,12 +70,17 @@ ARITHMETIC_NODES = (
     ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd, ast.Not, ast.Invert,
     ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.And, ast.Or, ast.BitAnd, ast.BitOr, ast.BitXor,
 )  # fmt: skip
+# model.json keys whose strings torch.fx writes into generated Python source: node names (raw, not
+# sanitised, when torch deserializes) and the attribute paths of parameters, buffers and constants.
+SOURCE_NAME_KEYS = ("", "name", "as_name")
+ATTRIBUTE_PATH_KEYS = ("parameter_name", "buffer_name", "tensor_constant_name", "custom_obj_name", "user_input_name")
+ATTRIBUTE_PATH = re.compile(r"[^\"'\\\x00-\x20\x7f]*")  # no quotes, backslashes, spaces or control characters
 SAFE_NODE_OPS = ("placeholder", "output", "get_attr", "call_function")
 NOT_A_PROGRAM = "give a file written by torch.export.save"
 
 
 class UnsafeProgram(Exception):
-    """Raised from inside torch's deserialization when the file asks sympy to evaluate code."""
+    """Raised while torch deserializes, when the file holds code for sympy's eval or fx's exec."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ def load_program(path: Path) -> Program:
             from torch.export.pt2_archive._package import load_pt2
 
             program = load_pt2(io.BytesIO(data)).exported_programs[MODEL]
+            check_source_names(program)  # .module() writes names into Python source that it exec()s
             module = program.module(check_guards=False)  # never exec() the file's guard code
     except UnsafeProgram as error:
         raise refused(path, str(error)) from None
@@ -140,6 +152,9 @@ def check_archive(data: bytes, path: Path) -> None:
         ) from None
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise not_a_program(path, "not a zip archive")
+    with contextlib.suppress(zipfile.BadZipFile, ValueError), zipfile.ZipFile(io.BytesIO(data)) as archive:
+        if any(name.endswith("serialized_exported_program.json") for name in archive.namelist()):
+            raise refused(path, "an older torch.export format whose weights are pickles (re-export it with this torch)")
     try:
         with silenced():
             reader = torch._C.PyTorchFileReader(io.BytesIO(data))
@@ -151,8 +166,6 @@ def check_archive(data: bytes, path: Path) -> None:
             f"--encoder {path}: a torch.save file (a pickle), not a torch.export program; export the model with "
             "torch.export.save, or give a state dict as --weights of swav-resnet50 or torchvision:NAME"
         )
-    if "serialized_exported_program.json" in names:
-        raise refused(path, "an older torch.export format whose weights are pickles (re-export it with this torch)")
     if "archive_format" not in names or reader.get_record("archive_format") != b"pt2":
         raise not_a_program(path, "a zip archive without archive_format 'pt2'")
     check_members(reader, names, path)
@@ -168,9 +181,7 @@ def check_archive(data: bytes, path: Path) -> None:
         document = json.loads(reader.get_record(MODEL_JSON).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise not_a_program(path, f"{MODEL_JSON} is not JSON: {error}") from None
-    for expression in expressions(document):
-        if not isinstance(expression, str) or not is_plain_arithmetic(expression):
-            raise refused(path, f"a symbolic shape {shorten(expression)} that is not plain arithmetic")
+    check_document(document, path)
 
 
 def check_members(reader: Any, names: set[str], path: Path) -> None:
@@ -193,8 +204,10 @@ def check_members(reader: Any, names: set[str], path: Path) -> None:
             kind = next((kind for prefix, kind in CONSTANT_KINDS.items() if meta.path_name.startswith(prefix)), None)
             if kind is not None:
                 raise refused(path, f"{what} '{name}' stored as {kind} ({member})")
-            if meta.use_pickle or (what == "constant" and not meta.path_name.startswith(TENSOR_CONSTANT_PREFIX)):
+            if meta.use_pickle:
                 raise refused(path, f"{what} '{name}' stored as a pickle ({member})")
+            if not PAYLOAD_NAME[what].fullmatch(str(meta.path_name)):  # e.g. data/weights/model.pt, a legacy pickle
+                raise refused(path, f"{what} '{name}' stored under an unexpected name ({member})")
             expected.add(member)
     unexpected = sorted(name for name in names - expected if not name.startswith(EXTRA_DIR))
     if unexpected:
@@ -214,19 +227,43 @@ def payloads(reader: Any, config: str, path: Path) -> dict[str, Any]:
         raise not_a_program(path, f"unreadable {config}: {reason}") from None
 
 
-def expressions(document: Any) -> Iterator[Any]:
-    """Every `expr_str` in a serialized program: the strings torch hands to sympy."""
+def entries(document: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) of every JSON object in a serialized program, and ("", key) for the keys of
+    its name -> value maps (`tensor_values`, `sym_int_values`, ...), whose keys become node names."""
     stack = [document]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             for key, value in item.items():
-                if key == "expr_str":
-                    yield value
-                else:
-                    stack.append(value)
+                yield key, value
+                if key.endswith("_values") and isinstance(value, dict):
+                    yield from (("", name) for name in value)
+                stack.append(value)
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def is_python_name(value: Any) -> bool:
+    return isinstance(value, str) and value.isidentifier() and not keyword.iskeyword(value)
+
+
+def is_attribute_path(value: Any) -> bool:
+    """Safe inside the `getattr(self, "PART")` torch.fx writes for a part that is not a Python name."""
+    return isinstance(value, str) and ATTRIBUTE_PATH.fullmatch(value) is not None
+
+
+def check_document(document: Any, path: Path) -> None:
+    """The strings of model.json that torch hands to sympy's `eval`, or writes into the Python
+    source of the module it `exec`s (node and argument names, attribute paths), must be inert."""
+    for key, value in entries(document):
+        if key == "expr_str" and not (isinstance(value, str) and is_plain_arithmetic(value)):
+            raise refused(path, f"a symbolic shape {shorten(value)} that is not plain arithmetic")
+        if key in SOURCE_NAME_KEYS and not is_python_name(value):
+            raise refused(path, f"a node name {shorten(value)} that is not a Python name")
+        if key == "forward_arg_names" and not (isinstance(value, list) and all(map(is_python_name, value))):
+            raise refused(path, f"argument names {shorten(value)} that are not Python names")
+        if key in ATTRIBUTE_PATH_KEYS and not is_attribute_path(value):
+            raise refused(path, f"an attribute path {shorten(value)} with quotes, backslashes or spaces")
 
 
 @cache
@@ -311,6 +348,35 @@ def silenced() -> Iterator[None]:
 
 
 # -- the loaded graph --------------------------------------------------------------------------------
+
+
+def check_source_names(program: Any) -> None:
+    """`ExportedProgram.module()` generates `def forward(self, NAME, ...)` from the file's argument
+    names (and keyword names), `self.PATH` for each parameter and buffer, and the node names, and
+    exec()s it: each must be a plain Python name (an attribute path without quotes), not code."""
+    import torch
+
+    graphs = [module.graph for module in program.graph_module.modules() if isinstance(module, torch.fx.GraphModule)]
+    for graph in graphs:
+        for node in graph.nodes:
+            if not is_python_name(node.name) or (node.op == "placeholder" and not is_python_name(node.target)):
+                raise UnsafeProgram(f"a node name {shorten(node.name)} that is not a Python name")
+            if node.op == "get_attr" and not is_attribute_path(node.target):
+                raise UnsafeProgram(f"an attribute path {shorten(node.target)} with quotes, backslashes or spaces")
+    for spec in [*program.graph_signature.input_specs, *program.graph_signature.output_specs]:
+        if spec.target is not None and not is_attribute_path(spec.target):
+            raise UnsafeProgram(f"an attribute path {shorten(spec.target)} with quotes, backslashes or spaces")
+    for entry in program.module_call_graph:
+        signature = entry.signature
+        if signature is None:
+            continue
+        names = list(signature.forward_arg_names or [])
+        spec = signature.in_spec
+        if spec.type is tuple and spec.num_children == 2 and spec.child(1).type is dict:
+            names.extend(spec.child(1).context)  # keyword names, written into the source in quotes
+        for name in names:
+            if not is_python_name(name):
+                raise UnsafeProgram(f"an argument name {shorten(name)} that is not a Python name")
 
 
 @cache
