@@ -17,6 +17,7 @@ from datadiet_cli.cluster.embed import choose_image_size, embed_pixels, to_input
 from datadiet_cli.cluster.encoders import (
     ENCODERS,
     Encoder,
+    accepted_sizes,
     check_encoder,
     encoder_kind,
     load_encoder,
@@ -26,7 +27,6 @@ from datadiet_cli.cluster.encoders import (
     takes_weights,
     torchvision_encoder,
 )
-from datadiet_cli.cluster.programs import accepted_sizes
 from datadiet_cli.cluster.sources import align_to_manifest
 from datadiet_cli.errors import EmbeddingError, ModelFileError, OptionError
 from datadiet_cli.io.manifest import new_manifest, read_manifest
@@ -426,4 +426,17 @@ def test_a_program_for_other_inputs_is_refused_in_one_line(tmp_path: Path) -> No
     assert str(error.value) == (
         f"--encoder {gray}: takes a float32 input of shape (2, 1, 8, 8); datadiet feeds one float32 batch of RGB "
         "images (N, 3, S, S); export the encoder for that input"
+    )
+
+
+def test_an_encoder_that_fails_on_a_batch_is_one_line() -> None:
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x48 and 12x4)\nsecond line")
+
+    encoder = Encoder(broken, False, None, None, {"name": "enc.pt2"})
+    with pytest.raises(ModelFileError) as error:
+        embed_pixels(np.zeros((2, 4, 4, 3), np.uint8), encoder, 4, 8, CPU)
+    assert str(error.value) == (
+        "--encoder enc.pt2: failed on a batch of shape (2, 3, 4, 4) (mat1 and mat2 shapes cannot be multiplied "
+        "(2x48 and 12x4))"
     )

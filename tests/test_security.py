@@ -391,8 +391,8 @@ def test_a_program_saved_without_sample_inputs_loads(tmp_path: Path) -> None:
     exported = torch.export.export(Tiny().eval(), (torch.rand(2, 3, 8, 8),))
     exported._example_inputs = None  # as after some passes: torch.export.save writes an empty member
     torch.export.save(exported, str(tmp_path / "bare.pt2"))
-    loaded = load_program(tmp_path / "bare.pt2")
-    assert loaded.batch == (2, 2) and loaded.module(torch.rand(2, 3, 8, 8)).shape == (2, 4)
+    encoder = load_encoder(str(tmp_path / "bare.pt2"), None, CPU)
+    assert encoder.batch == (2, 2) and encoder.module(torch.rand(2, 3, 8, 8)).shape == (2, 4)
 
 
 @pytest.mark.shared

@@ -280,6 +280,83 @@ def _load_torchvision(spec: str, weights: Path | None, device: torch.device) -> 
 # -- exported programs -----------------------------------------------------------------------------
 
 
+def user_input(program: Any) -> Any:
+    """The `val` (a fake tensor) of the program's first user input, or None."""
+    from torch.export.graph_signature import InputKind
+
+    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    if not names:
+        return None
+    node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0]), None)
+    return node.meta.get("val") if node is not None else None
+
+
+def accepted_sizes(program: Any, limit: int = 4096) -> list[int] | None:
+    """Input sides S that the program's first input accepts, read from its shape constraints.
+
+    A static side gives [S]; a symbolic one like 32*s with s in [2, 16] gives 64, 96, ..., 512;
+    None when the side is free (or too complicated to enumerate).
+    """
+    value = user_input(program)
+    if value is None or len(value.shape) != 4:
+        return None
+    side = value.shape[2]
+    if isinstance(side, int):
+        return [side]
+    expression = side.node.expr
+    bounds = symbol_bounds(program, expression)
+    if bounds is None or bounds[2] is None:
+        return None
+    symbol, lower, upper = bounds
+    sizes = sorted({int(expression.subs(symbol, v)) for v in range(lower, min(upper, lower + limit) + 1)})
+    return [s for s in sizes if s <= limit] if upper - lower <= limit else None
+
+
+def symbol_bounds(program: Any, expression: Any) -> tuple[Any, int, int | None] | None:
+    """(symbol, lower, upper or None when unbounded) of an expression in one symbol, or None."""
+    symbols = list(expression.free_symbols)
+    if len(symbols) != 1 or symbols[0] not in program.range_constraints:
+        return None
+    bounds = program.range_constraints[symbols[0]]
+    try:
+        lower = int(bounds.lower)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    try:
+        upper: int | None = int(bounds.upper)
+    except (TypeError, ValueError, OverflowError):
+        upper = None
+    return symbols[0], lower, upper
+
+
+def accepted_batch(program: Any, path: Path) -> tuple[int, int | None]:
+    """(least, most) images per call, and a clear error now for an input datadiet cannot feed:
+    it feeds one float32 tensor of shape (B, 3, S, S)."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    count = sum(spec.kind == InputKind.USER_INPUT for spec in program.graph_signature.input_specs)
+    value = user_input(program)
+    if count == 1 and value is None:  # no recorded shape: nothing to check or fit
+        return 1, None
+    shape = tuple(value.shape) if value is not None else ()
+    square = len(shape) == 4 and str(shape[2]) == str(shape[3])
+    channels_ok = len(shape) == 4 and (not isinstance(shape[1], int) or shape[1] == 3)
+    if count != 1 or value.dtype != torch.float32 or not square or not channels_ok:
+        takes = f"{count} inputs" if count != 1 else f"a {value.dtype} input of shape ({', '.join(map(str, shape))})"
+        takes = takes.replace("torch.", "")
+        raise ModelFileError(f"--encoder {path}: takes {takes}; datadiet feeds one float32 batch of RGB images "
+                             "(N, 3, S, S); export the encoder for that input")  # fmt: skip
+    batch = shape[0]
+    if isinstance(batch, int):
+        return batch, batch
+    bounds = symbol_bounds(program, batch.node.expr) if batch.node.expr.is_Symbol else None
+    if bounds is None:
+        return 1, None
+    _, lower, upper = bounds
+    return max(lower, 1), upper
+
+
 def _is_program_file(spec: str) -> bool:
     return Path(spec).expanduser().is_file()
 
@@ -293,9 +370,10 @@ def _check_program(spec: str, weights: Path | None) -> None:
 def _load_program(spec: str, weights: Path | None, device: torch.device) -> Loaded:
     path = Path(spec).expanduser()
     program = load_program(path)  # refuses pickles, native code and anything else that could run code
+    batch = accepted_batch(program.exported, path)  # and an input datadiet cannot feed, before any forward
     # A program's train/eval behaviour was fixed when it was exported: it only moves to the device.
     moved = program.module.to(device) if device.type != "cpu" else program.module
-    return Loaded(moved, path.name, path, program.sizes, program.batch)
+    return Loaded(moved, path.name, path, accepted_sizes(program.exported), batch)
 
 
 # -- raw pixels ------------------------------------------------------------------------------------

@@ -85,11 +85,10 @@ class UnsafeProgram(Exception):
 
 @dataclass(frozen=True)
 class Program:
-    """A loaded exported program and its input contract, read from its shape constraints."""
+    """A program loaded without running code from its file."""
 
-    module: torch.nn.Module  # the unlifted GraphModule: float (B, 3, S, S) -> (B, D)
-    sizes: list[int] | None  # input sides S it accepts; None = any
-    batch: tuple[int, int | None]  # least and most images per call (equal for a static batch)
+    module: torch.nn.Module  # the unlifted GraphModule, checked to call only torch operators
+    exported: Any  # the torch.export.ExportedProgram it came from (its signature and shape constraints)
 
 
 def refused(path: Path, what: str) -> ModelFileError:
@@ -105,6 +104,8 @@ def not_a_program(path: Path, why: str) -> ModelFileError:
 
 def read_file(path: Path) -> bytes:
     try:
+        if not zipfile.is_zipfile(path):  # before reading what may be a large file of another kind
+            raise not_a_program(path, "not a zip archive")
         return path.read_bytes()
     except OSError as error:
         raise ModelFileError(f"--encoder {path}: cannot be read ({error.strerror or error})") from None
@@ -132,7 +133,7 @@ def load_program(path: Path) -> Program:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"--encoder {path}: not a loadable torch.export program ({reason})") from None
     check_calls(module, path)
-    return Program(module, accepted_sizes(program), accepted_batch(program, path))
+    return Program(module, program)
 
 
 # -- the archive, before torch reads it --------------------------------------------------------------
@@ -417,81 +418,3 @@ def check_calls(module: torch.nn.Module, path: Path) -> None:
                 if not allowed(value):
                     name = shorten(getattr(value, "__name__", value))
                     raise refused(path, f"a graph that uses {name}, which is not a torch operator")
-
-
-# -- the input contract ------------------------------------------------------------------------------
-
-
-def user_input(program: Any) -> Any:
-    """The `val` (a fake tensor) of the program's first user input, or None."""
-    from torch.export.graph_signature import InputKind
-
-    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
-    if not names:
-        return None
-    node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0]), None)
-    return node.meta.get("val") if node is not None else None
-
-
-def accepted_sizes(program: Any, limit: int = 4096) -> list[int] | None:
-    """Input sides S that the program's first input accepts, read from its shape constraints.
-
-    A static side gives [S]; a symbolic one like 32*s with s in [2, 16] gives 64, 96, ..., 512;
-    None when the side is free (or too complicated to enumerate).
-    """
-    value = user_input(program)
-    if value is None or len(value.shape) != 4:
-        return None
-    side = value.shape[2]
-    if isinstance(side, int):
-        return [side]
-    expression = side.node.expr
-    bounds = symbol_bounds(program, expression)
-    if bounds is None or bounds[2] is None:
-        return None
-    symbol, lower, upper = bounds
-    sizes = sorted({int(expression.subs(symbol, v)) for v in range(lower, min(upper, lower + limit) + 1)})
-    return [s for s in sizes if s <= limit] if upper - lower <= limit else None
-
-
-def symbol_bounds(program: Any, expression: Any) -> tuple[Any, int, int | None] | None:
-    """(symbol, lower, upper or None when unbounded) of an expression in one symbol, or None."""
-    symbols = list(expression.free_symbols)
-    if len(symbols) != 1 or symbols[0] not in program.range_constraints:
-        return None
-    bounds = program.range_constraints[symbols[0]]
-    try:
-        lower = int(bounds.lower)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    try:
-        upper: int | None = int(bounds.upper)
-    except (TypeError, ValueError, OverflowError):
-        upper = None
-    return symbols[0], lower, upper
-
-
-def accepted_batch(program: Any, path: Path) -> tuple[int, int | None]:
-    """(least, most) images per call, and a clear error now for an input datadiet cannot feed:
-    it feeds one float32 tensor of shape (B, 3, S, S)."""
-    import torch
-    from torch.export.graph_signature import InputKind
-
-    count = sum(spec.kind == InputKind.USER_INPUT for spec in program.graph_signature.input_specs)
-    value = user_input(program)
-    shape = tuple(value.shape) if value is not None else ()
-    dtype = str(value.dtype).removeprefix("torch.") if value is not None else "?"
-    square = len(shape) == 4 and str(shape[2]) == str(shape[3])
-    channels_ok = len(shape) == 4 and (not isinstance(shape[1], int) or shape[1] == 3)
-    if count != 1 or value is None or value.dtype != torch.float32 or not square or not channels_ok:
-        takes = f"{count} inputs" if count != 1 else f"a {dtype} input of shape ({', '.join(map(str, shape))})"
-        raise ModelFileError(f"--encoder {path}: takes {takes}; datadiet feeds one float32 batch of RGB images "
-                             "(N, 3, S, S); export the encoder for that input")  # fmt: skip
-    batch = shape[0]
-    if isinstance(batch, int):
-        return batch, batch
-    bounds = symbol_bounds(program, batch.node.expr) if batch.node.expr.is_Symbol else None
-    if bounds is None:
-        return 1, None
-    _, lower, upper = bounds
-    return max(lower, 1), upper
