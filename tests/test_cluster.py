@@ -373,3 +373,36 @@ def test_read_embeddings_rejects_ragged_lists(tmp_path: Path) -> None:
     ids, matrix, metadata = read_embeddings(plain)
     assert list(ids) == ["a", "b"] and matrix.dtype == np.float32 and matrix.tolist() == [[1, 2], [3, 4]]
     assert metadata == {} and json.dumps(metadata) == "{}"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("ex0000\ncafé\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 10)"),
+        (np.arange(4, dtype=np.float32).tobytes() + b"\x93NUMPY", "not UTF-8 text (byte 0x80 at offset 6)"),
+        (b"ex0000\n\x00\x01\x02\n", "a binary file (it holds NUL bytes), not text"),
+    ],
+)
+def test_cli_embedding_ids_that_are_not_utf8_text(tmp_path: Path, content: bytes, reason: str) -> None:
+    manifest_path, _, x, _ = write_inputs(tmp_path)
+    np.save(tmp_path / "emb.npy", x)
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(content)
+    out = tmp_path / "out.parquet"
+    result = runner.invoke(app, ["cluster", str(manifest_path), "-o", str(out), "--embeddings",
+                                 str(tmp_path / "emb.npy"), "--embedding-ids", str(ids), "-q"])  # fmt: skip
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"error: --embedding-ids {ids}: {reason}; save the ids as UTF-8 text, one per line, or as Parquet with an id "
+        "column\n"
+    )
+    assert not out.exists() and ids.read_bytes() == content
+
+
+def test_embedding_ids_in_utf8_with_a_byte_order_mark(tmp_path: Path) -> None:
+    manifest_path, _, x, _ = write_inputs(tmp_path)
+    np.save(tmp_path / "emb.npy", x)
+    (tmp_path / "ids.txt").write_bytes(("\ufeff" + "\r\n".join(read_manifest(manifest_path).ids()) + "\r\n").encode())
+    result = cli(manifest_path, "-o", tmp_path / "out.parquet", "--embeddings", tmp_path / "emb.npy",
+                 "--embedding-ids", tmp_path / "ids.txt")  # fmt: skip
+    assert result.exit_code == 0, result.output

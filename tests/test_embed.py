@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -363,3 +364,79 @@ def test_digits_chain_cluster_with_pixels_then_balance_by_cluster(tmp_path: Path
     floors = np.minimum(clusters_full, np.ceil(0.5 * read_manifest(kept).num_rows / full.num_rows * clusters_full))
     assert np.all(clusters_after >= floors)
     assert [step["command"] for step in after.meta["lineage"]] == ["ingest", "cluster", "prune", "balance"]
+
+
+# -- programs with a fixed batch, and inputs datadiet cannot feed ----------------------------------
+
+
+def export_program(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_shapes: dict | None = None
+) -> Path:
+    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes), str(path))
+    return path
+
+
+def test_a_static_batch_program_embeds_in_batches_of_exactly_its_size(
+    tmp_path: Path, tiny_model: TinyEncoder, make_image_tree
+) -> None:
+    """Exported with batch 3 and no dynamic shapes: 7 rows go in as 3 + 3 + (1 padded to 3), whatever --batch-size."""
+    static = export_program(tiny_model, torch.rand(3, 3, 8, 8), tmp_path / "static3.pt2")
+    encoder = load_encoder(str(static), None, CPU)
+    assert encoder.batch == (3, 3) and encoder.sizes == [8]
+    written = make_image_tree(tmp_path / "tree", {f"{'ab'[i % 2]}/{i}.png": (8, 8, 3) for i in range(7)})
+    manifest = tmp_path / "tree.parquet"
+    assert runner.invoke(app, ["ingest", str(tmp_path / "tree"), "-o", str(manifest), "-q"]).exit_code == 0
+    listed = read_manifest(manifest)
+    pixels = np.stack([written[path] for path in listed.table.column("path").to_pylist()])
+    with torch.inference_mode():
+        expected = tiny_model(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255).numpy()
+    calls: list[int] = []
+    recording = dataclasses.replace(encoder, module=lambda x: calls.append(len(x)) or encoder.module(x))
+    for batch_size in (1, 2, 3, 500):
+        calls.clear()
+        embedded = embed_pixels(pixels, recording, 8, batch_size, CPU)
+        assert calls == [3, 3, 3]
+        np.testing.assert_allclose(embedded, expected, rtol=1e-5, atol=1e-6)
+        saved = tmp_path / f"emb{batch_size}.parquet"
+        result = runner.invoke(app, ["cluster", str(manifest), "-o", str(tmp_path / f"o{batch_size}.parquet"),
+                                     "--encoder", str(static), "--k", "2", "--batch-size", str(batch_size),
+                                     "--save-embeddings", str(saved), "-q"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        ids, matrix, _ = read_embeddings(saved)
+        np.testing.assert_array_equal(ids, listed.ids())
+        np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_with_a_least_size_is_padded(tmp_path: Path, tiny_model: TinyEncoder) -> None:
+    batch = torch.export.Dim("batch", min=2, max=4)
+    program = export_program(tiny_model, torch.rand(2, 3, 8, 8), tmp_path / "b2to4.pt2", {"x": {0: batch}})
+    encoder = load_encoder(str(program), None, CPU)
+    assert encoder.batch == (2, 4)
+    pixels = np.random.default_rng(2).integers(0, 256, size=(7, 8, 8, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        expected = tiny_model(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255).numpy()
+    for batch_size in (1, 2, 5, 128):  # 1 -> 2 (each padded), 2 -> 2+2+2+(1 padded), 5 and 128 -> 4 + 3
+        np.testing.assert_allclose(embed_pixels(pixels, encoder, 8, batch_size, CPU), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_program_for_other_inputs_is_refused_in_one_line(tmp_path: Path) -> None:
+    gray = export_program(torch.nn.Conv2d(1, 2, 3), torch.rand(2, 1, 8, 8), tmp_path / "gray.pt2")
+    with pytest.raises(ModelFileError) as error:
+        load_encoder(str(gray), None, CPU)
+    assert str(error.value) == (
+        f"--encoder {gray}: takes a float32 input of shape (2, 1, 8, 8); datadiet feeds one float32 batch of RGB "
+        "images (N, 3, S, S); export the encoder for that input"
+    )
+
+
+def test_an_encoder_that_fails_on_a_batch_is_one_line() -> None:
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x48 and 12x4)\nsecond line")
+
+    encoder = Encoder(broken, False, None, None, {"name": "enc.pt2"})
+    with pytest.raises(ModelFileError) as error:
+        embed_pixels(np.zeros((2, 4, 4, 3), np.uint8), encoder, 4, 8, CPU)
+    assert str(error.value) == (
+        "--encoder enc.pt2: failed on a batch of shape (2, 3, 4, 4) (mat1 and mat2 shapes cannot be multiplied "
+        "(2x48 and 12x4))"
+    )

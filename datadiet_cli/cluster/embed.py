@@ -18,7 +18,7 @@ import numpy as np
 
 from datadiet_cli.cluster.encoders import IMAGENET_SIZE, Encoder, load_encoder
 from datadiet_cli.data import images
-from datadiet_cli.errors import DatasetError, OptionError
+from datadiet_cli.errors import DatasetError, ModelFileError, OptionError
 from datadiet_cli.io.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -62,6 +62,12 @@ def choose_image_size(encoder: Encoder, native_side: int, requested: int | None)
     return next((s for s in sizes if s >= native_side), sizes[-1])
 
 
+def fit_batch_size(requested: int, encoder: Encoder) -> int:
+    """--batch-size within what the encoder takes per call (exactly its size for a static batch)."""
+    least, most = encoder.batch
+    return min(max(requested, least), most) if most is not None else max(requested, least)
+
+
 def describe_sizes(sizes: list[int]) -> str:
     if len(sizes) <= 4:
         return ", ".join(map(str, sizes))
@@ -98,8 +104,11 @@ def embed_pixels(
     device: torch.device,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
-    """Run uint8 (N, H, W, C) images through the encoder in batches -> float32 (N, D)."""
-    return _embed_batches(_array_batches(pixels, batch_size), len(pixels), encoder, image_size, device, progress)
+    """Run uint8 (N, H, W, C) images through the encoder in batches -> float32 (N, D).
+
+    `batch_size` is fitted to what the encoder takes per call (see `fit_batch_size`)."""
+    batches = _array_batches(pixels, fit_batch_size(batch_size, encoder))
+    return _embed_batches(batches, len(pixels), encoder, image_size, device, progress)
 
 
 def _array_batches(pixels: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -120,16 +129,28 @@ def _embed_batches(
 
     if total == 0:
         raise DatasetError("no images to embed")
+    least = encoder.batch[0]
     outputs: list[np.ndarray] = []
     with torch.inference_mode():
         for batch in batches:
+            rows = len(batch)
+            if rows < least:  # a program with a static (or least) batch: pad with the last image, drop its outputs
+                batch = np.concatenate([batch, np.repeat(batch[-1:], least - rows, axis=0)])
             tensor = torch.from_numpy(batch).to(device, non_blocking=True)
-            features = encoder.module(to_input(tensor, image_size, encoder.imagenet_normalise))
+            inputs = to_input(tensor, image_size, encoder.imagenet_normalise)
+            try:
+                features = encoder.module(inputs)
+            except Exception as error:  # the encoder's own error, e.g. an input it was not exported for
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                name = encoder.identity.get("name", "the encoder")
+                raise ModelFileError(
+                    f"--encoder {name}: failed on a batch of shape {tuple(inputs.shape)} ({reason})"
+                ) from None
             if isinstance(features, (tuple, list)):
                 features = features[0]
-            outputs.append(features.reshape(len(batch), -1).float().cpu().numpy())
+            outputs.append(features[:rows].reshape(rows, -1).float().cpu().numpy())
             if progress is not None:
-                progress(len(batch), total)
+                progress(rows, total)
     return np.concatenate(outputs)
 
 
@@ -203,7 +224,7 @@ def embed_manifest(
             raise ValueError(f"pixels has {len(pixels)} images for {manifest.num_rows} rows")
         matrix = embed_pixels(pixels, encoder, size, config.batch_size, device, progress)
     else:
-        batches = stream_batches(manifest, root, size, config.batch_size)
+        batches = stream_batches(manifest, root, size, fit_batch_size(config.batch_size, encoder))
         matrix = _embed_batches(batches, manifest.num_rows, encoder, size, device, progress)
     identity = {**encoder.identity, "image_size": size, "dim": int(matrix.shape[1])}
     return Embeddings(matrix=matrix, identity=identity)

@@ -12,17 +12,21 @@
 
 An entry knows how to recognise its spec, check it and its weights before any image is
 decoded, load itself, and which input convention it expects. Weights are never downloaded;
-checkpoints load with `weights_only=True` and programs with `torch.export.load`, so no file
-runs code. torch and torchvision are imported inside functions.
+checkpoints load with `weights_only=True`, and programs through `programs.load_program`, which
+refuses pickles, native code and code strings before torch reads the rest, so no file runs code
+(docs/security.md). torch and torchvision are imported inside functions.
 """
 
 from __future__ import annotations
 
+import re
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datadiet_cli.cluster.programs import check_program_file, load_program, silenced
 from datadiet_cli.errors import ModelFileError, OptionError
 from datadiet_cli.io.files import file_digest
 
@@ -57,6 +61,7 @@ class Encoder:
     default_size: int | None  # None = the images' own side (rounded up to an accepted size)
     identity: Mapping[str, Any] = field(default_factory=dict)  # name, kind, file, sha256
     min_size: int = MIN_PROGRAM_SIZE  # with any size accepted and no default: the least side chosen
+    batch: tuple[int, int | None] = (1, None)  # least and most images per call (a static batch: equal)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Loaded:
     name: str  # how the lineage names the encoder
     file: Path | None = None  # the weights or program file it came from (digested into the lineage)
     sizes: list[int] | None = None  # input sides it accepts; None = any
+    batch: tuple[int, int | None] = (1, None)  # least and most images per call
 
 
 @dataclass(frozen=True)
@@ -88,16 +94,41 @@ def read_checkpoint(path: Path) -> Mapping[str, Any]:
     """A state dict (or a mapping holding one), loaded with weights_only: tensors and containers, never code."""
     import torch
 
+    if path.is_dir():
+        raise ModelFileError(f"--weights {path}: is a folder, not a checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with silenced():  # torch warns about pickle protocols before it fails: one error line, nothing else
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelFileError(f"--weights {path}: no such file") from None
     except Exception as error:  # torch raises many types for a bad file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelFileError(f"--weights {path}: not a torch checkpoint ({reason})") from None
+        raise ModelFileError(f"--weights {path}: {checkpoint_problem(path, error)}") from None
     if not isinstance(checkpoint, Mapping):
         raise ModelFileError(f"--weights {path}: holds a {type(checkpoint).__name__}, not a state dict")
     return checkpoint
+
+
+def checkpoint_problem(path: Path, error: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in one line that names the fix."""
+    refused_global = re.search(r"GLOBAL ([\w.]+)", str(error)) if "Weights only load failed" in str(error) else None
+    if refused_global is not None:
+        return (
+            f"holds Python objects besides tensors ({refused_global.group(1)}), which datadiet does not unpickle "
+            "(they could run code); save a plain state dict with torch.save(model.state_dict(), FILE)"
+        )
+    try:
+        if path.stat().st_size == 0:
+            return "an empty file, not a torch checkpoint"
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/archive_format") for name in archive.namelist()):
+                return "a torch.export program, not a checkpoint; give it as --encoder FILE"
+    except (OSError, zipfile.BadZipFile):
+        pass
+    if "Weights only load failed" in str(error) or isinstance(error, (KeyError, UnicodeDecodeError)):
+        return "not a torch checkpoint (not a pickle that torch.load reads); save one with torch.save(state_dict, FILE)"
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return f"not a torch checkpoint ({reason[:150]})"
 
 
 def load_strict(
@@ -249,16 +280,15 @@ def _load_torchvision(spec: str, weights: Path | None, device: torch.device) -> 
 # -- exported programs -----------------------------------------------------------------------------
 
 
-def exported_program(path: Path) -> tuple[Module, list[int] | None]:
-    """`torch.export.load(path).module()` and the input sides its shape constraints allow."""
-    import torch
+def user_input(program: Any) -> Any:
+    """The `val` (a fake tensor) of the program's first user input, or None."""
+    from torch.export.graph_signature import InputKind
 
-    try:
-        program = torch.export.load(str(path))
-    except Exception as error:  # torch raises many types for a bad file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelFileError(f"--encoder {path}: not a torch.export program ({reason})") from None
-    return program.module(), accepted_sizes(program)
+    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    if not names:
+        return None
+    node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0]), None)
+    return node.meta.get("val") if node is not None else None
 
 
 def accepted_sizes(program: Any, limit: int = 4096) -> list[int] | None:
@@ -267,29 +297,64 @@ def accepted_sizes(program: Any, limit: int = 4096) -> list[int] | None:
     A static side gives [S]; a symbolic one like 32*s with s in [2, 16] gives 64, 96, ..., 512;
     None when the side is free (or too complicated to enumerate).
     """
-    from torch.export.graph_signature import InputKind
-
-    user_inputs = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
-    if not user_inputs:
-        return None
-    node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0]), None)
-    value = node.meta.get("val") if node is not None else None
+    value = user_input(program)
     if value is None or len(value.shape) != 4:
         return None
     side = value.shape[2]
     if isinstance(side, int):
         return [side]
     expression = side.node.expr
+    bounds = symbol_bounds(program, expression)
+    if bounds is None or bounds[2] is None:
+        return None
+    symbol, lower, upper = bounds
+    sizes = sorted({int(expression.subs(symbol, v)) for v in range(lower, min(upper, lower + limit) + 1)})
+    return [s for s in sizes if s <= limit] if upper - lower <= limit else None
+
+
+def symbol_bounds(program: Any, expression: Any) -> tuple[Any, int, int | None] | None:
+    """(symbol, lower, upper or None when unbounded) of an expression in one symbol, or None."""
     symbols = list(expression.free_symbols)
     if len(symbols) != 1 or symbols[0] not in program.range_constraints:
         return None
     bounds = program.range_constraints[symbols[0]]
     try:
-        lower, upper = int(bounds.lower), int(bounds.upper)
+        lower = int(bounds.lower)
     except (TypeError, ValueError, OverflowError):
         return None
-    sizes = sorted({int(expression.subs(symbols[0], v)) for v in range(lower, min(upper, lower + limit) + 1)})
-    return [s for s in sizes if s <= limit] if upper - lower <= limit else None
+    try:
+        upper: int | None = int(bounds.upper)
+    except (TypeError, ValueError, OverflowError):
+        upper = None
+    return symbols[0], lower, upper
+
+
+def accepted_batch(program: Any, path: Path) -> tuple[int, int | None]:
+    """(least, most) images per call, and a clear error now for an input datadiet cannot feed:
+    it feeds one float32 tensor of shape (B, 3, S, S)."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    count = sum(spec.kind == InputKind.USER_INPUT for spec in program.graph_signature.input_specs)
+    value = user_input(program)
+    if count == 1 and value is None:  # no recorded shape: nothing to check or fit
+        return 1, None
+    shape = tuple(value.shape) if value is not None else ()
+    square = len(shape) == 4 and str(shape[2]) == str(shape[3])
+    channels_ok = len(shape) == 4 and (not isinstance(shape[1], int) or shape[1] == 3)
+    if count != 1 or value.dtype != torch.float32 or not square or not channels_ok:
+        takes = f"{count} inputs" if count != 1 else f"a {value.dtype} input of shape ({', '.join(map(str, shape))})"
+        takes = takes.replace("torch.", "")
+        raise ModelFileError(f"--encoder {path}: takes {takes}; datadiet feeds one float32 batch of RGB images "
+                             "(N, 3, S, S); export the encoder for that input")  # fmt: skip
+    batch = shape[0]
+    if isinstance(batch, int):
+        return batch, batch
+    bounds = symbol_bounds(program, batch.node.expr) if batch.node.expr.is_Symbol else None
+    if bounds is None:
+        return 1, None
+    _, lower, upper = bounds
+    return max(lower, 1), upper
 
 
 def _is_program_file(spec: str) -> bool:
@@ -299,14 +364,16 @@ def _is_program_file(spec: str) -> bool:
 def _check_program(spec: str, weights: Path | None) -> None:
     if weights is not None:
         raise OptionError(f"{WEIGHTS_FOR}; the program {spec} holds its own")
+    check_program_file(Path(spec).expanduser())  # a refused or broken archive fails before images are decoded
 
 
 def _load_program(spec: str, weights: Path | None, device: torch.device) -> Loaded:
     path = Path(spec).expanduser()
-    module, sizes = exported_program(path)
+    program = load_program(path)  # refuses pickles, native code and anything else that could run code
+    batch = accepted_batch(program.exported, path)  # and an input datadiet cannot feed, before any forward
     # A program's train/eval behaviour was fixed when it was exported: it only moves to the device.
-    moved = module.to(device) if device.type != "cpu" else module
-    return Loaded(moved, path.name, path, sizes)
+    moved = program.module.to(device) if device.type != "cpu" else program.module
+    return Loaded(moved, path.name, path, accepted_sizes(program.exported), batch)
 
 
 # -- raw pixels ------------------------------------------------------------------------------------
@@ -370,7 +437,9 @@ def load_encoder(spec: str, weights: Path | None, device: torch.device) -> Encod
     identity: dict[str, Any] = {"name": loaded.name, "kind": kind.kind}
     if loaded.file is not None:
         identity.update(file=str(loaded.file.resolve()), sha256=file_digest(loaded.file))
-    return Encoder(loaded.module, kind.imagenet_normalise, loaded.sizes, kind.default_size, identity, kind.min_size)
+    return Encoder(
+        loaded.module, kind.imagenet_normalise, loaded.sizes, kind.default_size, identity, kind.min_size, loaded.batch
+    )
 
 
 def takes_weights(spec: str) -> bool:

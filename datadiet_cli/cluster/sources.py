@@ -69,8 +69,35 @@ def read_ids_file(path: Path) -> np.ndarray:
         raise TableError(f"--embedding-ids {path}: no such file")
     if path.suffix == ".parquet":
         return read_manifest(path).ids()
-    lines = path.read_text(encoding="utf-8").splitlines()
+    fix = "save the ids as UTF-8 text, one per line, or as Parquet with an id column"
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is not part of the first id
+    except OSError as error:
+        raise TableError(f"--embedding-ids {path}: cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise TableError(
+            f"--embedding-ids {path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); {fix}"
+        ) from None
+    if "\x00" in text:
+        raise TableError(f"--embedding-ids {path}: a binary file (it holds NUL bytes), not text; {fix}")
+    lines = text.splitlines()
     return np.asarray([line for line in lines if line != ""], dtype=object)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A .npy array, never unpickled (allow_pickle=False: object arrays and pickles are refused)."""
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except EOFError:
+        raise TableError(f"--embeddings {path}: not a .npy array (the file is empty)") from None
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TableError(f"--embeddings {path}: not a .npy array ({reason})") from None
+    if not isinstance(matrix, np.ndarray):  # np.load opens a zip (.npz) whatever its name
+        matrix.close()
+        raise TableError(f"--embeddings {path}: a .npz archive, not a .npy array; save the matrix with numpy.save")
+    return matrix
 
 
 def read_embeddings_file(path: Path, ids_path: Path | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -80,10 +107,7 @@ def read_embeddings_file(path: Path, ids_path: Path | None) -> tuple[np.ndarray,
             raise OptionError(f"--embeddings {path}: a .npy matrix needs --embedding-ids FILE (one id per row)")
         if not path.is_file():
             raise TableError(f"--embeddings {path}: no such file")
-        try:
-            matrix = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise TableError(f"--embeddings {path}: not a .npy array ({error})") from None
+        matrix = read_npy(path)
         if matrix.ndim != 2 or not (
             np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)
         ):
