@@ -163,7 +163,7 @@ def read_cached(cache_file: Path, expected_shape: tuple[int, ...]) -> np.ndarray
     if not cache_file.is_file():
         return None
     try:
-        cached = np.load(cache_file, mmap_mode="r")
+        cached = np.load(cache_file, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return None
     if cached.shape != expected_shape or cached.dtype != np.uint8:

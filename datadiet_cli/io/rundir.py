@@ -174,7 +174,7 @@ class RunDir:
         if not path.is_file():
             return []
         lines: list[dict[str, Any]] = []
-        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -293,7 +293,7 @@ class RunDir:
 
 def _read_json(path: Path, fix: str = "write it again with datadiet") -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RunDirError(f"{path}: is not valid JSON ({error}); {fix}") from None
     if not isinstance(document, dict):
