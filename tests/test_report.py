@@ -402,6 +402,18 @@ def test_republishing_removes_every_registered_file_the_new_report_does_not_writ
     assert (out / "summary.md").read_text() != "old" and (out / "my-notes.txt").read_text() == "old"
 
 
+def test_a_staging_folder_a_killed_report_left_is_removed_by_the_next(tmp_path: Path) -> None:
+    labeled = write_manifest(toy_manifest({"el2n": np.array([0.1, 0.5, 0.3, 0.9, 0.2, 0.4])}), tmp_path / "l.parquet")
+    killed = tmp_path / ".report.tmp-999999999"  # no process has this PID
+    (killed / "half-drawn").mkdir(parents=True)
+    other = tmp_path / ".other.tmp-999999999"  # another output's: not this report's to remove
+    other.mkdir()
+    for _ in range(2):  # into a new folder (a rename), then into an existing one (file by file)
+        build_report([], [labeled], tmp_path / "report")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-999999999", "l.parquet", "report"]
+        killed.mkdir()
+
+
 def test_a_part_added_to_the_registry_is_drawn_summarised_and_owned(tmp_path: Path, monkeypatch: Any) -> None:
     """One new Part, nothing else: its file is published, its section written, and it goes stale like the others."""
     drawn = {"data": "12 points"}

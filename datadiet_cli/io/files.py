@@ -77,12 +77,13 @@ def outputs_written() -> list[Path]:
     return found
 
 
-def _temporary_name(target: Path) -> str:
+def temporary_name(target: Path) -> str:
+    """`.NAME.tmp-PID` beside the target: whose it is, so a later writer can tell a killed writer's leftovers."""
     return f".{target.name}.tmp-{os.getpid()}"
 
 
-def _stale_temporaries(target: Path) -> Iterator[Path]:
-    """Temporary files of `target` left by writers that are no longer running (a killed process)."""
+def stale_temporaries(target: Path) -> Iterator[Path]:
+    """Temporaries (files, or report's staging folders) of `target` left by writers no longer running (killed)."""
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.tmp-(\d+)$")
     try:
         names = os.listdir(target.parent)
@@ -113,7 +114,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     A file-system failure (folder not writable, disk full) is an OutputError naming `target`.
     """
     target = Path(target)
-    temporary = target.with_name(_temporary_name(target))
+    temporary = target.with_name(temporary_name(target))
     made = [folder for folder in target.parents if not folder.exists()]  # removed again if the write fails
     written = False
     try:
@@ -126,7 +127,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
             raise OutputError(f"{target}: could not be written ({_reason(error)}); {_OUTPUT_FIX}") from None
         written = True
         _written.append(target)
-        for stale in _stale_temporaries(target):
+        for stale in stale_temporaries(target):
             stale.unlink(missing_ok=True)
     finally:
         with suppress(OSError):

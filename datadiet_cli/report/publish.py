@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from datadiet_cli.io.files import stale_temporaries, temporary_name
 from datadiet_cli.report.markdown import SUMMARY_FILE
 
 
 @contextmanager
 def staging_folder(out_dir: Path) -> Iterator[Path]:
-    """A private folder beside OUT_DIR (same file system, so moving out of it is a rename), always removed."""
+    """A private folder beside OUT_DIR (same file system, so moving out of it is a rename), always removed.
+
+    Named like every datadiet temporary (`.NAME.tmp-PID`), so one a killed report left is removed by the next.
+    """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    staging = out_dir.with_name(temporary_name(out_dir))
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed process that had this PID before
+    staging.mkdir(mode=0o700)
     try:
         yield staging
     finally:
@@ -30,9 +35,15 @@ def publish(staging: Path, out_dir: Path, owned: Callable[[str], bool]) -> None:
     if not out_dir.exists():
         umask = os.umask(0)
         os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); a report folder is an ordinary one
+        staging.chmod(0o777 & ~umask)  # the staging folder is private (0700); a report folder is an ordinary one
         os.replace(staging, out_dir)
-        return
+    else:
+        _replace_files(staging, out_dir, owned)
+    for stale in stale_temporaries(out_dir):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _replace_files(staging: Path, out_dir: Path, owned: Callable[[str], bool]) -> None:
     produced = {path.name for path in staging.iterdir()}
     for old in out_dir.iterdir():
         if owned(old.name) and old.is_file() and old.name not in produced:
