@@ -122,8 +122,8 @@ def crossover(fraction: float) -> float:
         )
     if fraction > MAX_CROSSOVER_FRACTION:
         raise OptionError(
-            f"--fraction {fraction:g} is too close to 1 (at most {MAX_CROSSOVER_FRACTION:g}): keep easy and keep hard "
-            f"then differ by less than the solver resolves where they cross, near α_tot = 2/(1 - f)"
+            f"--fraction {replica.show(fraction)} is too close to 1 (at most {MAX_CROSSOVER_FRACTION:g}): keep easy "
+            "and keep hard then differ by less than the solver resolves where they cross, near α_tot = 2/(1 - f)"
         )
     if fraction < replica.FRACTION_NARROW:
         return 2.0 / fraction

@@ -12,6 +12,10 @@ F(a) = E_z[(a - z)_+²] and ⟨·⟩ the average over the kept teacher margins |
     κ(r) = k(r)/√(1 + r²) is globally maximal over r      (stationary: (1 + r²)⟨F'·|t|⟩ = k r ⟨F'⟩)
 
 Both are solved in log r, so the tolerance on ε = arctan(1/r)/π is relative, however small ε is.
+Where that solve would leave its range, the saddle point's limit is exact to double precision and is
+returned instead: tiny α (the student ignores the teacher), huge α (only the kept density at the band's
+edge matters) and keep hard's tiny f (ε scales with the band). What no double can hold (ε below
+2.2e-308, f below 1e-300, the steep drop at α = 2 for f below 1e-10) is an OptionError naming the limit.
 Everything here is pure numpy/scipy; scipy is imported inside the functions that use it.
 """
 
@@ -38,7 +42,7 @@ _SCAN_START, _SCAN_STEP, _LOG_R_MIN = -8.0, 0.5, -80.0
 
 # Where a limit replaces the saddle-point solve: each is exact to double precision where it takes over
 # (the reasons are in the functions; tests/test_theory.py checks each against the solve next to its threshold).
-_ALPHA_SMALL = 1e-20  # below, F(a) = 1 + a² on the whole band and the saddle point is closed-form (errors O(α))
+_ALPHA_SMALL = 1e-20  # below, F(a) = 1 + a² on the whole band: the saddle point is closed-form (errors O(α))
 _ALPHA_LARGE = 1e12  # above, a band from t = 0 only matters through its density there (errors O(1/α²))
 _ALPHA_LARGE_EASY = 1e20  # the same for keep easy's band from γ > 0, whose errors are O(γ/α) instead
 FRACTION_NARROW = 1e-10  # below, keep hard's band [0, γ] is flat (errors O(γ²) < 1e-20): ε scales with γ
@@ -51,7 +55,7 @@ _FRACTION_MIN = 1e-300  # below, the kept density 2φ(t)/f leaves the range of d
 _EPSILON_MIN = sys.float_info.min
 
 Band = tuple[float, float]  # the kept interval of |teacher margin|
-Profile = tuple[float, float, float]  # (k, κ, h) at one r, h with the sign of dκ/dr
+Profile = tuple[float, float, float]  # (u, κ, h) at one r, u = k - r·lo, h with the sign of dκ/dr
 
 
 class Keep(str, enum.Enum):
@@ -71,6 +75,12 @@ class Solution:
 # -- the inputs, checked once for every command --------------------------------------------------
 
 
+def show(value: float) -> str:
+    """A number for a message: as %g prints it where that is exact, else every digit (2.0000001, not 2)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 def check_alpha(alpha: float, option: str = "--alpha") -> float:
     if not (math.isfinite(alpha) and alpha > 0):
         raise OptionError(f"{option} {alpha} must be a positive number of examples per parameter, e.g. {option} 2")
@@ -88,7 +98,7 @@ def check_solvable_fraction(fraction: float, option: str = "--fraction") -> floa
     fraction = check_fraction(fraction, option)
     if fraction < _FRACTION_MIN:
         raise OptionError(
-            f"{option} {fraction:g} is too small to solve (at least {_FRACTION_MIN:g}): "
+            f"{option} {show(fraction)} is too small to solve (at least {_FRACTION_MIN:g}): "
             "the kept density 2φ(t)/f would leave the range of doubles"
         )
     return fraction
@@ -367,7 +377,7 @@ def _refuse_tiny_epsilon(option: str, value: float, bound: float, context: str, 
     exponent = -(log_r + math.log(math.pi)) / math.log(10.0)  # log10 ε, ε = 1/(π r) itself may underflow
     epsilon = f"{10.0 ** (exponent - math.floor(exponent)):.2g}e{math.floor(exponent)}"
     return OptionError(
-        f"{option} {value:g} is too {size}{context} ({limit} {bound:.3g}): ε ≈ {epsilon} would be below "
+        f"{option} {show(value)} is too {size}{context} ({limit} {bound:.3g}): ε ≈ {epsilon} would be below "
         f"{_EPSILON_MIN:.3g}, the smallest double at full precision"
     )
 
@@ -400,21 +410,23 @@ def solve(
     if alpha > (_ALPHA_LARGE if band[0] == 0 else _ALPHA_LARGE_EASY):
         log_r = _large_alpha_log_r(alpha, band, fraction)
         if log_r > _log_r_ceiling():
-            at = "" if fraction == 1.0 else f" at {fraction_option} {fraction:g} --keep {keep.value}"
+            at = "" if fraction == 1.0 else f" at {fraction_option} {show(fraction)} --keep {keep.value}"
             raise _refuse_tiny_epsilon("--alpha", alpha, alpha * math.exp(_log_r_ceiling() - log_r), at, log_r)
         u, edge_h = _edge_margin()
         return _solution(alpha * _edge_density(band, fraction) * edge_h, u, band[0])
     if band[0] == 0 and fraction < FRACTION_NARROW:
         if abs(alpha - _STEEP_DROP) < _STEEP_DROP_WIDTH:
             raise OptionError(
-                f"{fraction_option} {fraction:g} is too small at --alpha {alpha:g} --keep hard (at least "
+                f"{fraction_option} {show(fraction)} is too small at --alpha {show(alpha)} --keep hard (at least "
                 f"{FRACTION_NARROW:g} for --alpha within {_STEEP_DROP_WIDTH:g} of 2): this close to the steep drop "
                 "at α_prune = 2 the solution is sharper than doubles resolve"
             )
         kappa, log_r, u, r = max(_narrow_band(alpha, band))
         if log_r > _log_r_ceiling():  # r ∝ 1/γ ∝ 1/f
             bound = fraction * math.exp(log_r - _log_r_ceiling())
-            raise _refuse_tiny_epsilon(fraction_option, fraction, bound, f" at --alpha {alpha:g} --keep hard", log_r)
+            raise _refuse_tiny_epsilon(
+                fraction_option, fraction, bound, f" at --alpha {show(alpha)} --keep hard", log_r
+            )
         return _solution(r, u, 0.0, kappa)
     kappa, log_r, _ = max(_local_maxima(alpha, band, fraction))
     if log_r == -math.inf:
