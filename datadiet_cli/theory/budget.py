@@ -24,7 +24,7 @@ from datadiet_cli.theory.replica import (
     normal_pdf,
 )
 
-# Each grid point of `pareto` costs two saddle-point solves (up to ~50 ms each) per --alpha: 1000 is a minute.
+# Each grid point of `pareto` costs two saddle-point solves (5-50 ms each) per --alpha: 1000 take up to a minute.
 MAX_POINTS = 1000
 
 
@@ -111,7 +111,7 @@ def crossover(fraction: float) -> float:
 
     Below it keep easy wins (scarce data), above it keep hard wins (abundant data). For small f it is keep
     hard's steep drop at α_prune = 2 - O(γ) (α_prune = 1.99976 at f = 1e-3, 1.999978 at 1e-4): below
-    f = 1e-10, where the drop is sharper than doubles resolve, α_tot = 2/f is exact to 3e-11.
+    f = 1e-10, where the drop is sharper than doubles resolve, α_tot = 2/f is exact to 1e-11.
     """
     from scipy.optimize import brentq
 
@@ -139,8 +139,7 @@ def crossover(fraction: float) -> float:
     step = grid[1] - grid[0]
     grid = np.concatenate([grid, grid[-1] + step * np.arange(1, max(0, math.ceil((top - grid[-1]) / step)) + 1)])
     grid = grid[fraction * np.exp(grid) >= 0.1]
-    # Solves slow down with α (at α_tot = 1e5 one takes ~100x longer than at 10): walk up the grid and
-    # stop at the first sign change instead of evaluating all of it first.
+    # Walk up the grid and stop at the first sign change instead of evaluating all of it first.
     below = hard_minus_easy(grid[0])
     for low, high in itertools.pairwise(grid):
         above = hard_minus_easy(high)
