@@ -27,7 +27,13 @@ from datadiet_cli.theory.simulation import SimulationConfig
 
 runner = CliRunner()
 
-CELLS = [(1.0, 1.0, Keep.hard), (3.0, 0.2, Keep.hard), (0.5, 0.3, Keep.easy), (5.0, 0.01, Keep.hard)]
+CELLS = [
+    (1.0, 1.0, Keep.hard),
+    (3.0, 0.2, Keep.hard),
+    (0.5, 0.3, Keep.easy),
+    (5.0, 0.01, Keep.hard),
+    (2.0, 1e-300, Keep.easy),  # the smallest fraction solved: band [37.1, ∞)
+]
 
 
 def order_parameters(solution: replica.Solution) -> tuple[float, float]:
