@@ -27,7 +27,13 @@ from datadiet_cli.theory.simulation import SimulationConfig
 
 runner = CliRunner()
 
-CELLS = [(1.0, 1.0, Keep.hard), (3.0, 0.2, Keep.hard), (0.5, 0.3, Keep.easy), (5.0, 0.01, Keep.hard)]
+CELLS = [
+    (1.0, 1.0, Keep.hard),
+    (3.0, 0.2, Keep.hard),
+    (0.5, 0.3, Keep.easy),
+    (5.0, 0.01, Keep.hard),
+    (2.0, 1e-300, Keep.easy),  # the smallest fraction solved: band [37.1, ∞)
+]
 
 
 def order_parameters(solution: replica.Solution) -> tuple[float, float]:
@@ -365,3 +371,187 @@ def test_cli_plot_writes_the_three_figures(tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [f"wrote {tmp_path / 'figs' / name}" for name in figures.FIGURE_NAMES]
     assert sorted(path.name for path in (tmp_path / "figs").iterdir()) == sorted(figures.FIGURE_NAMES)
+
+
+# -- extreme inputs: the limit where the math has one, else one clean line; never a hang or a warning -----
+
+
+def phi(x: float) -> float:
+    return math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+def second_moment(a: float) -> float:
+    return (1 + a * a) * ndtr(a) + a * phi(a)
+
+
+@pytest.mark.filterwarnings("error")
+def test_large_alpha_is_the_limit_of_the_kept_density_at_the_band_edge() -> None:
+    from scipy.optimize import brentq
+
+    # r = α p(lo) H(u*), H(u) = ∫_0^∞ F(u - s) ds = uF(u) at u*: at f = 1, ε·α → 1/(π·2φ(0)·u*F(u*)).
+    u = brentq(lambda x: x**3 * ndtr(x) - (1 - x * x) * phi(x), 0.1, 1.0, xtol=1e-16)
+    epsilon_alpha, kappa_alpha = 1 / (math.pi * 2 * phi(0) * u * second_moment(u)), 1 / (2 * phi(0) * second_moment(u))
+    assert (epsilon_alpha, kappa_alpha) == pytest.approx((0.50049, 1.00446), abs=1e-5)
+    assert replica.error(1e6) * 1e6 == pytest.approx(epsilon_alpha, rel=1e-11)  # the solve, corrections O(1/α²)
+    for alpha in (1e100, 1e307):
+        solution = replica.solve(alpha)
+        assert solution.R == 1.0
+        assert (solution.epsilon * alpha, solution.kappa * alpha) == pytest.approx(
+            (epsilon_alpha, kappa_alpha), rel=1e-14
+        )
+    assert replica.error(1e100, 1e-3) == pytest.approx(epsilon_alpha * 1e-3 / 1e100, rel=1e-14)  # keep hard: ε ∝ f/α
+    # Where the limit takes over from the solve, ε·α carries on (keep easy's limit sees the density at γ).
+    for fraction, keep, switch in [(1.0, Keep.hard, 1e12), (1e-3, Keep.hard, 1e12), (0.5, Keep.easy, 1e20)]:
+        above = replica.error(switch * (1 + 1e-9), fraction, keep) * (1 + 1e-9)
+        assert above == pytest.approx(replica.error(switch, fraction, keep), rel=1e-12)
+
+
+@pytest.mark.filterwarnings("error")
+def test_small_alpha_is_the_student_that_all_but_ignores_the_teacher() -> None:
+    # R → ⟨|t|⟩√α and κ → 1/√α, on both sides of the closed form's threshold 1e-20 (the solve used to say R = 0).
+    for alpha in (1e-10, 1e-19, 1e-21, 1e-300, 5e-324):
+        solution = replica.solve(alpha)
+        cosine = solution.R
+        assert cosine == pytest.approx(math.sqrt(2 / math.pi * alpha), rel=1e-9)
+        assert solution.kappa * math.sqrt(alpha) == pytest.approx(1.0, rel=1e-9)
+        assert 0.5 - solution.epsilon == pytest.approx(cosine / math.pi, rel=1e-9, abs=1e-16)
+
+
+@pytest.mark.filterwarnings("error")
+def test_memorising_student_below_the_scan_is_found() -> None:
+    # At α = 1e-6 every a = k - r|t| > 12, so F(a) = 1 + a² and κ(r) = (r m + √(K² - r²V))/√(1 + r²) exactly
+    # (m, V the mean and variance of the kept |t|, K² = 1/α - 1): its maximum is below the scan's r = e^-8.
+    alpha, fraction = 1e-6, 0.5
+    gamma = replica.kept_band(fraction, Keep.hard)[1]
+    mean = 2 * (phi(0) - phi(gamma)) / fraction
+    variance = 1 - 2 * gamma * phi(gamma) / fraction - mean * mean
+    k2 = 1 / alpha - 1
+    r = mean * math.sqrt(k2) / math.sqrt((k2 + variance) ** 2 + mean * mean * variance)
+    assert r < math.exp(-8)
+    cosine = replica.solve(alpha, fraction).R
+    assert cosine == pytest.approx(r / math.sqrt(1 + r * r), rel=1e-9)
+
+
+@pytest.mark.filterwarnings("error")
+def test_tiny_fraction_keep_hard_scales_with_the_band() -> None:
+    # Below f = 1e-10 the band [0, γ] is flat: ε ∝ f for the aligned student (also near the steep drop,
+    # 1e-5 above it), and memorising students stay at ε = 1/2. f = 1e-9 is still the direct solve.
+    assert replica.kept_band(1e-300, Keep.hard)[1] == pytest.approx(math.sqrt(math.pi / 2) * 1e-300, rel=1e-15)
+    for alpha in (3.0, 2.00001):
+        per_fraction = replica.error(alpha, 1e-9) / 1e-9
+        for fraction in (1e-11, 1e-100, 1e-300):
+            assert replica.error(alpha, fraction) / fraction == pytest.approx(per_fraction, rel=1e-8)
+    assert replica.error(1.5, 1e-300) == 0.5
+
+
+@pytest.mark.filterwarnings("error")
+def test_crossover_at_extreme_fractions() -> None:
+    # Small f: keep hard's steep drop, α_prune → 2 (2/f below f = 1e-10); f near 1: α_tot·(1 - f) → 2.0053.
+    assert budget.crossover(1e-5) * 1e-5 == pytest.approx(2.0, rel=1e-5)
+    assert budget.crossover(1e-300) == 2.0 / 1e-300
+    assert budget.crossover(0.99999) * (1 - 0.99999) == pytest.approx(2.00526, rel=1e-5)
+
+
+@pytest.mark.filterwarnings("error")
+def test_f_min_at_small_angles() -> None:
+    # γ → √3·sin θ: f_min → √(6/π)·θ in radians, also where sin²θ underflows.
+    for theta in (1e-300, 1e-12, 1e-5):
+        assert budget.f_min(theta) == pytest.approx(math.sqrt(6 / math.pi) * math.radians(theta), rel=1e-9)
+    # The defining identity, where 1 - 2γφ(γ)/(2Φ(γ) - 1) used to cancel (to 1e-5 at 0.0058°, 2e-11 at 0.5°).
+    for theta in (0.0058, 0.5, 5.7):
+        gamma = replica.kept_band(budget.f_min(theta), Keep.hard)[1]
+        spread = quad(lambda t: t * t * phi(t), 0, gamma, epsrel=1e-14)[0] / quad(phi, 0, gamma, epsrel=1e-14)[0]
+        assert spread == pytest.approx(math.sin(math.radians(theta)) ** 2, rel=1e-11)
+
+
+EXTREME_ERRORS = [
+    (["error", "--alpha", "inf"], "--alpha inf must be a positive number of examples per parameter, e.g. --alpha 2"),
+    (["error", "--alpha", "nan"], "--alpha nan must be a positive number of examples per parameter, e.g. --alpha 2"),
+    (["error", "--alpha", "0"], "--alpha 0.0 must be a positive number of examples per parameter, e.g. --alpha 2"),
+    (["error", "--alpha", "-1"], "--alpha -1.0 must be a positive number of examples per parameter, e.g. --alpha 2"),
+    (["error", "--alpha", "1e10", "--fraction", "1e-300"], "--fraction 1e-300 is too small at --alpha 1e+10 --keep "
+     "hard (at least 4.45e-298): ε ≈ 5e-311 would be below 2.23e-308, the smallest double at full precision"),
+    (["error", "--alpha", "2.0000001", "--f", "1e-300"], "--fraction 1e-300 is too small at --alpha 2.0000001 --keep "
+     "hard (at least 1e-10 for --alpha within 1e-06 of 2): this close to the steep drop at α_prune = 2 the "
+     "solution is sharper than doubles resolve"),
+    (["error", "--alpha", "2", "--fraction", "1e-310"], "--fraction 1e-310 is too small to solve (at least 1e-300): "
+     "the kept density 2φ(t)/f would leave the range of doubles"),
+    (["error", "--alpha", "2", "--fraction", "0"], "--fraction 0.0 is outside (0, 1]; e.g. --fraction 0.3 keeps 30% "
+     "of the data"),
+    (["error", "--alpha", "2", "--fraction", "nan"], "--fraction nan is outside (0, 1]; e.g. --fraction 0.3 keeps 30% "
+     "of the data"),
+    (["pareto", "--alpha", "2", "--points", "100000000000"], "--points 100000000000 is too many (at most 1000): "
+     "each costs two saddle-point solves per --alpha"),
+    (["pareto", "--alpha", "2", "--points", "1"], "--points 1 is too few; use at least 2 (e.g. --points 41)"),
+    (["pareto", "--alpha", "1e12", "--min-fraction", "1e-300"], "--min-fraction 1e-300 is too small at --alpha 1e+12 "
+     "--keep hard (at least 4.45e-296): ε ≈ 5e-313 would be below 2.23e-308, the smallest double at full precision"),
+    (["pareto", "--alpha", "2", "--min-f", "1e-310"], "--min-fraction 1e-310 is too small to solve (at least "
+     "1e-300): the kept density 2φ(t)/f would leave the range of doubles"),
+    (["crossover", "--fraction", "0.999999"], "--fraction 0.999999 is too close to 1 (at most 0.99999): keep easy and "
+     "keep hard then differ by less than the solver resolves where they cross, near α_tot = 2/(1 - f)"),
+    (["crossover", "--fraction", "0"], "--fraction 0.0 is outside (0, 1]; e.g. --fraction 0.3 keeps 30% of the data"),
+    (["fmin", "--theta", "1e308"], "--theta 1e+308 is outside [0, 90] degrees; e.g. --theta 10 for a good probe"),
+    (["fmin", "--theta", "nan"], "--theta nan is outside [0, 90] degrees; e.g. --theta 10 for a good probe"),
+    (["fmin", "--theta", "-1"], "--theta -1.0 is outside [0, 90] degrees; e.g. --theta 10 for a good probe"),
+    (["simulate", "--alpha-tot", "1e308"], "--alpha-tot 1e+308 --fraction 1 --n 200: one draw would hold 2e+310 "
+     "probe margins and 2e+310 kept examples of 200 inputs, about 2.24e+296 EiB of memory (at most 8 GiB); lower "
+     "--alpha-tot or --n"),
+    (["simulate", "--alpha-tot", "4", "--n", "10000000"], "--alpha-tot 4 --fraction 1 --n 10000000: one draw would "
+     "hold 4e+07 probe margins and 4e+07 kept examples of 10000000 inputs, about 22.7 PiB of memory (at most 8 GiB); "
+     "lower --alpha-tot or --n"),
+    (["simulate", "--alpha-tot", "4", "--seed", "-1"], "--seed -1 must be a non-negative integer, e.g. --seed 0"),
+    (["simulate", "--alpha-tot", "4", "--fraction", "1e-300"], "--alpha-tot 4.0 --fraction 1e-300 keeps no examples "
+     "at --n 200; raise one of them"),
+    (["simulate", "--alpha-tot", "4", "--theta", "nan"], "--theta nan is outside [0, 90] degrees; e.g. --theta 10 "
+     "for a good probe"),
+]  # fmt: skip
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize(("args", "message"), EXTREME_ERRORS, ids=[" ".join(args) for args, _ in EXTREME_ERRORS])
+def test_cli_extreme_inputs_are_one_line_usage_errors(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["theory", *args])
+    assert (result.exit_code, result.output) == (2, f"error: {message}\n")
+
+
+@pytest.mark.filterwarnings("error")
+def test_cli_extreme_inputs_with_a_limit_print_it() -> None:
+    assert run_json("error", "--alpha", "1e100")["epsilon"] == pytest.approx(0.5004889317774185e-100, rel=1e-14)
+    tiny = run_json("error", "--alpha", "1e-300", "--fraction", "0.5", "--keep", "easy")
+    assert (tiny["epsilon"], tiny["kappa"]) == (0.5, pytest.approx(1e150, rel=1e-14))
+    assert run_json("error", "--alpha", "3", "--fraction", "1e-300")["epsilon"] == pytest.approx(
+        replica.error(3.0, 1e-9) * 1e-291, rel=1e-8
+    )
+    assert run_json("crossover", "--fraction", "1e-300")["alpha_tot"] == 2.0 / 1e-300
+    assert run_json("fmin", "--theta", "90")["f_min"] == 1.0
+    assert run_json("fmin", "--theta", "1e-12")["f_min"] == pytest.approx(2.4120041818608917e-14, rel=1e-14)
+
+
+# These used to hang (a solve looping on 1e308, draws looping, figure curves computed before the error):
+# in a subprocess with a timeout, so that a regression fails here instead of stalling the suite.
+FORMER_HANGS = [
+    (["error", "--alpha", "1e308"], "--alpha 1e+308 is too large (at most 2.25e+307): ε ≈ 5e-309 would be below "
+     "2.23e-308, the smallest double at full precision"),
+    (["error", "--alpha", "1e308", "--fraction", "0.5"], "--alpha 1e+308 is too large at --fraction 0.5 --keep hard "
+     "(at most 1.12e+307): ε ≈ 2.5e-309 would be below 2.23e-308, the smallest double at full precision"),
+    (["pareto", "--alpha", "1e308"], "--alpha 1e+308 is too large at --min-fraction 0.01 --keep hard (at most "
+     "2.25e+305): ε ≈ 5e-311 would be below 2.23e-308, the smallest double at full precision"),
+    (["simulate", "--alpha-tot", "4", "--n", "20", "--draws", "100000000000"], "--draws 100000000000 is too many "
+     "(at most 134217728): their results alone would need 5.82 TiB of memory (the paper used 100)"),
+    (["plot", "-o", "{tmp}", "--draws", "100000000000"], "--draws 100000000000 is too many (at most 134217728): "
+     "their results alone would need 5.82 TiB of memory (the paper used 100)"),
+    (["plot", "-o", "{tmp}", "--seed", "-1"], "--seed -1 must be a non-negative integer, e.g. --seed 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), FORMER_HANGS, ids=[" ".join(args) for args, _ in FORMER_HANGS])
+def test_cli_former_hangs_fail_fast_in_a_subprocess(args: list[str], message: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "datadiet_cli", "theory", *(arg.format(tmp=tmp_path) for arg in args)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=10, env=env)
+    # Exactly the one line on stderr: no warning, no traceback, no progress bar.
+    assert (completed.returncode, completed.stdout, completed.stderr) == (2, "", f"error: {message}\n")

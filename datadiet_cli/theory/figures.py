@@ -16,7 +16,7 @@ import numpy as np
 from datadiet_cli.errors import OptionError
 from datadiet_cli.theory.budget import f_min, fraction_grid, pareto_point
 from datadiet_cli.theory.replica import Keep, error
-from datadiet_cli.theory.simulation import SimulationConfig, simulate
+from datadiet_cli.theory.simulation import SimulationConfig, check_draws, check_seed, simulate
 
 ProgressCallback = Callable[[int, int], None]
 Tick = Callable[[], None]
@@ -263,6 +263,9 @@ def write_figures(
 
     if draws < 0 or draws == 1:
         raise OptionError(f"--draws {draws} must be 0 (no simulation dots) or at least 2")
+    if draws > 0:  # before minutes of curves, not at the first simulation dot
+        check_draws(draws)
+        check_seed(seed)
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise OptionError(f"{directory}: is a file; -o takes a folder for the PNGs")

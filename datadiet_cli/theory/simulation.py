@@ -100,6 +100,47 @@ def _draw_error(config: SimulationConfig, n_total: int, n_kept: int, draw: int) 
     return math.acos(cosine) / math.pi
 
 
+# The most one simulation may hold at once. A draw holds its P_tot probe margins (with their |·| and sort
+# order: 24 bytes each) and the kept examples with the NNLS system built from them (about 64 bytes per entry
+# of the P × (N + 1) matrix, measured); the per-draw errors add ~64 bytes a draw.
+MEMORY_LIMIT = 8 * 2**30
+_BYTES_PER_MARGIN, _BYTES_PER_ENTRY, _BYTES_PER_DRAW = 24, 64, 64
+
+
+def _size(log10_bytes: float) -> str:
+    """A byte count given by its log10 (counts here can pass the largest double), in binary units."""
+    for power, unit in enumerate(("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")):
+        if log10_bytes < math.log10(1024.0) * (power + 1) or unit == "EiB":
+            return f"{_count(log10_bytes - math.log10(1024.0) * power)} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _count(log10_value: float) -> str:
+    """A positive number given by its log10, as %.3g would print it, also beyond the largest double."""
+    if log10_value < 300:
+        return f"{10.0**log10_value:.3g}"
+    exponent = math.floor(log10_value)
+    return f"{10.0 ** (log10_value - exponent):.3g}e+{exponent}"
+
+
+def check_draws(draws: int) -> int:
+    """--draws: at least 2 (a standard error), and few enough that their results fit in MEMORY_LIMIT."""
+    if draws < 2:
+        raise OptionError(f"--draws {draws} gives no standard error; use at least 2 (the paper used 100)")
+    if draws * _BYTES_PER_DRAW > MEMORY_LIMIT:
+        raise OptionError(
+            f"--draws {draws} is too many (at most {MEMORY_LIMIT // _BYTES_PER_DRAW}): their results alone would "
+            f"need {_size(math.log10(draws * _BYTES_PER_DRAW))} of memory (the paper used 100)"
+        )
+    return draws
+
+
+def check_seed(seed: int) -> int:
+    if seed < 0:
+        raise OptionError(f"--seed {seed} must be a non-negative integer, e.g. --seed 0")
+    return seed
+
+
 def _checked_sizes(config: SimulationConfig) -> tuple[int, int]:
     """(P_tot, P_kept) of the config, after checking every field a user can get wrong."""
     check_alpha(config.alpha_tot, "--alpha-tot")
@@ -107,9 +148,22 @@ def _checked_sizes(config: SimulationConfig) -> tuple[int, int]:
     check_theta(config.theta)
     if config.n < 2:
         raise OptionError(f"--n {config.n} is too small; use at least 2 (the paper used --n 200)")
-    if config.draws < 2:
-        raise OptionError(f"--draws {config.draws} gives no standard error; use at least 2 (the paper used 100)")
-    n_total = round(config.alpha_tot * config.n)
+    check_draws(config.draws)
+    check_seed(config.seed)
+    # Refuse up front what one draw could not hold, in logs: α_tot·N may pass the largest double.
+    log_total = math.log10(config.alpha_tot) + math.log10(config.n)
+    log_kept = log_total + math.log10(config.fraction)
+    log_margins = math.log10(_BYTES_PER_MARGIN) + log_total
+    log_system = math.log10(_BYTES_PER_ENTRY) + log_kept + math.log10(config.n + 1)
+    log_need = max(log_margins, log_system) + math.log10(1.0 + 10.0 ** -abs(log_margins - log_system))
+    if log_need > math.log10(MEMORY_LIMIT):
+        raise OptionError(
+            f"--alpha-tot {config.alpha_tot:g} --fraction {config.fraction:g} --n {config.n}: one draw would hold "
+            f"{_count(log_total)} probe margins and {_count(log_kept)} kept examples of {config.n} inputs, about "
+            f"{_size(log_need)} of memory (at most {_size(math.log10(MEMORY_LIMIT))}); lower --alpha-tot or --n"
+        )
+    total = config.alpha_tot * config.n
+    n_total = round(total)
     n_kept = round(config.fraction * n_total)
     if n_kept < 1:
         raise OptionError(
