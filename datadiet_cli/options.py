@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from datadiet_cli.data.seeds import SEED_MAX
+from datadiet_cli.data.seeds import SEED_MAX, seed_problem
 from datadiet_cli.train.recipes import RecipeName
 
 
@@ -40,8 +40,9 @@ OutputManifest = Annotated[
 
 
 def _seed_in_range(value: int) -> int:
-    if not 0 <= value <= SEED_MAX:
-        raise typer.BadParameter(f"{value} is outside 0..{SEED_MAX} (2**32-1); a seed is a non-negative 32-bit integer")
+    problem = seed_problem(value)
+    if problem is not None:
+        raise typer.BadParameter(problem)
     return value
 
 

@@ -499,7 +499,8 @@ EXTREME_ERRORS = [
     (["simulate", "--alpha-tot", "4", "--n", "10000000"], "--alpha-tot 4 --fraction 1 --n 10000000: one draw would "
      "hold 4e+07 probe margins and 4e+07 kept examples of 10000000 inputs, about 22.7 PiB of memory (at most 8 GiB); "
      "lower --alpha-tot or --n"),
-    (["simulate", "--alpha-tot", "4", "--seed", "-1"], "--seed -1 must be a non-negative integer, e.g. --seed 0"),
+    (["simulate", "--alpha-tot", "4", "--seed", "-1"], "Invalid value for '--seed': -1 is outside 0..4294967295 (2**32-1); a seed is a non-negative "
+     "32-bit integer (see 'datadiet theory simulate --help')"),
     (["simulate", "--alpha-tot", "4", "--fraction", "1e-300"], "--alpha-tot 4.0 --fraction 1e-300 keeps no examples "
      "at --n 200; raise one of them"),
     (["simulate", "--alpha-tot", "4", "--theta", "nan"], "--theta nan is outside [0, 90] degrees; e.g. --theta 10 "
@@ -540,7 +541,6 @@ FORMER_HANGS = [
      "(at most 134217728): their results alone would need 5.82 TiB of memory (the paper used 100)"),
     (["plot", "-o", "{tmp}", "--draws", "100000000000"], "--draws 100000000000 is too many (at most 134217728): "
      "their results alone would need 5.82 TiB of memory (the paper used 100)"),
-    (["plot", "-o", "{tmp}", "--seed", "-1"], "--seed -1 must be a non-negative integer, e.g. --seed 0"),
 ]  # fmt: skip
 
 

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from datadiet_cli.errors import OptionError
+
 # Stream numbers of the numpy streams named above. Their values are part of every seeded
 # result already published: changing one changes outputs.
 KMEANS_SAMPLE = 1
@@ -37,6 +39,21 @@ SEED_MAX = 2**32 - 1
 def rng(seed: int, *stream: int) -> np.random.Generator:
     """The numpy generator of `stream` under `seed`; no stream is the seed's own (= default_rng(seed))."""
     return np.random.default_rng([seed, *stream])
+
+
+def seed_problem(seed: int) -> str | None:
+    """Why `seed` cannot seed every stream below (numpy, torch and scikit-learn all take 0..SEED_MAX), or None."""
+    if 0 <= seed <= SEED_MAX:
+        return None
+    return f"{seed} is outside 0..{SEED_MAX} (2**32-1); a seed is a non-negative 32-bit integer"
+
+
+def check_seed(seed: int) -> int:
+    """`seed`, or an OptionError for library callers (the CLI's --seed option refuses the same values)."""
+    problem = seed_problem(seed)
+    if problem is not None:
+        raise OptionError(f"--seed {problem}")
+    return seed
 
 
 def probe_seed(seed: int, probe: int) -> int:

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from datadiet_cli.data.seeds import check_seed
 from datadiet_cli.errors import OptionError
 from datadiet_cli.theory.budget import f_min, fraction_grid, pareto_point
 from datadiet_cli.theory.replica import Keep, error
-from datadiet_cli.theory.simulation import SimulationConfig, check_draws, check_seed, simulate
+from datadiet_cli.theory.simulation import SimulationConfig, check_draws, simulate
 
 ProgressCallback = Callable[[int, int], None]
 Tick = Callable[[], None]

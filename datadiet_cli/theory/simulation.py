@@ -135,12 +135,6 @@ def check_draws(draws: int) -> int:
     return draws
 
 
-def check_seed(seed: int) -> int:
-    if seed < 0:
-        raise OptionError(f"--seed {seed} must be a non-negative integer, e.g. --seed 0")
-    return seed
-
-
 def _checked_sizes(config: SimulationConfig) -> tuple[int, int]:
     """(P_tot, P_kept) of the config, after checking every field a user can get wrong."""
     check_alpha(config.alpha_tot, "--alpha-tot")
@@ -149,7 +143,7 @@ def _checked_sizes(config: SimulationConfig) -> tuple[int, int]:
     if config.n < 2:
         raise OptionError(f"--n {config.n} is too small; use at least 2 (the paper used --n 200)")
     check_draws(config.draws)
-    check_seed(config.seed)
+    seeds.check_seed(config.seed)
     # Refuse up front what one draw could not hold, in logs: α_tot·N may pass the largest double.
     log_total = math.log10(config.alpha_tot) + math.log10(config.n)
     log_kept = log_total + math.log10(config.fraction)
