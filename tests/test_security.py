@@ -14,7 +14,7 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,14 @@ from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
 from datadiet_cli.cluster.encoders import load_encoder, read_checkpoint
-from datadiet_cli.cluster.programs import check_calls, is_plain_arithmetic, load_program, shorten, sympy_guarded
+from datadiet_cli.cluster.programs import (
+    check_calls,
+    is_plain_arithmetic,
+    load_program,
+    shorten,
+    silenced,
+    sympy_guarded,
+)
 from datadiet_cli.errors import ModelFileError
 
 runner = CliRunner()
@@ -188,24 +195,9 @@ def guard_code(marker: Path) -> Callable[[dict[str, bytes]], None]:
     return edit
 
 
-@contextlib.contextmanager
-def quiet_torch() -> Iterator[None]:
-    """torch.export.load on a hostile file logs tracebacks; the controls need no noise."""
-    import logging
-
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-
-
 def torch_export_runs_it(path: Path) -> None:
     """The control: plain torch.export.load, .module() and one call, whatever fails along the way."""
-    with quiet_torch(), contextlib.suppress(Exception):
+    with silenced(), contextlib.suppress(Exception):
         torch.export.load(str(path)).module()(torch.rand(2, 3, 8, 8))
 
 
