@@ -636,8 +636,22 @@ def test_a_name_the_file_system_cannot_hold_is_one_line_and_leaves_no_folder(tmp
     too_long = tmp_path / ("x" * 300 + ".parquet")
     expect_error(tmp_path, ["prune", source, "-o", too_long, "--keep", "random", "--fraction", "0.5"], 2,
                  f"-o {too_long}: cannot be used (file name too long); choose another -o path")  # fmt: skip
-    # The name fits, but its temporary's does not: found only when written, and the folders made for it go again.
+    # The name fits, but its temporary's does not: refused up front too, not at the final write.
     fits = tmp_path / "new" / "deeper" / ("y" * 247 + ".parquet")
-    expect_error(tmp_path, ["prune", source, "-o", fits, "--keep", "random", "--fraction", "0.5"], 1,
-                 f"{fits}: could not be written (file name too long); check the folder's permissions and free "
-                 "space, or choose another -o path")  # fmt: skip
+    expect_error(tmp_path, ["prune", source, "-o", fits, "--keep", "random", "--fraction", "0.5"], 2,
+                 f"-o {fits}: cannot be used (file name too long); choose another -o path")  # fmt: skip
+
+
+def test_a_write_that_fails_removes_the_folders_made_for_it(tmp_path: Path) -> None:
+    from datadiet_cli.io.files import atomic_path
+
+    target = tmp_path / "new" / "deeper" / "out.parquet"
+    with pytest.raises(RuntimeError, match="the writer failed"), atomic_path(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("the writer failed")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "mine.txt").write_text("a file of the user's")
+    with pytest.raises(RuntimeError), atomic_path(target):
+        raise RuntimeError("again")
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["mine.txt"]  # only what it made goes

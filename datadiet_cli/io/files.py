@@ -170,6 +170,7 @@ def _check_output_file(output: Path, inputs: tuple[Path | str, ...], suffix: str
         if _same_file(Path(source), output):
             raise OptionError(f"{output}: the output would overwrite the input; choose another {option} path")
     _check_writable_folder(output.parent, output, option)
+    _check_name_lengths(output, option, temporary=True)
 
 
 def check_output_folder(output: Path | str, *, option: str = "-o", what: str = "folder") -> Path:
@@ -181,6 +182,7 @@ def check_output_folder(output: Path | str, *, option: str = "-o", what: str = "
         if output.exists() and not output.is_dir():
             raise OptionError(f"{output}: is a file; {option} takes a {what}")
         _check_writable_folder(output if output.is_dir() else output.parent, output, option)
+    _check_name_lengths(output, option, temporary=False)
     _declared.append(output)
     return output
 
@@ -222,6 +224,20 @@ def _same_file(source: Path, output: Path) -> bool:
         return os.path.samefile(source, output)  # a hard link, or a path through a bind mount
     except OSError:
         return False
+
+
+def _check_name_lengths(output: Path, option: str, *, temporary: bool) -> None:
+    """Names the file system refuses (each at most NAME_MAX bytes, usually 255), found before any work rather
+    than at the final write; for a file, its temporary (.NAME.tmp-PID) must fit too."""
+    absolute = Path(os.path.abspath(output))
+    existing = next(folder for folder in (absolute, *absolute.parents) if os.path.exists(folder))
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    names = [*absolute.relative_to(existing).parts, *([temporary_name(absolute)] if temporary else [])]
+    if any(len(os.fsencode(name)) > limit for name in names):
+        raise OptionError(f"{option} {output}: cannot be used (file name too long); choose another {option} path")
 
 
 def _check_writable_folder(folder: Path, output: Path, option: str) -> None:
