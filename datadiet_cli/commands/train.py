@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from datadiet_cli import console
+from datadiet_cli.io.rundir import RunDir
 from datadiet_cli.options import ArchOption, Device, DeviceOption, InputManifest, Quiet, RecipeOption, RootOption, Seed
 from datadiet_cli.train.recipes import (
     Augment,
@@ -25,7 +26,7 @@ def _option(help: str, **extra: Any) -> Any:
     return typer.Option(help=help, show_default=False, **extra)
 
 
-RunDir = Annotated[Path, typer.Option("--output", "-o", help="Run directory to create (or continue with --resume).")]
+RunFolder = Annotated[Path, typer.Option("--output", "-o", help="Run directory to create (or continue with --resume).")]
 Epochs = Annotated[int | None, _option("Passes over the kept data (default: the recipe's).")]
 BatchSize = Annotated[int | None, _option("Images per SGD step (default: the recipe's).")]
 Lr = Annotated[float | None, _option("Peak learning rate (imagenet: per 256 images) (default: the recipe's).")]
@@ -73,7 +74,7 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in -o f
 
 def train(
     manifest: InputManifest,
-    output: RunDir,
+    output: RunFolder,
     recipe: RecipeOption,
     arch: ArchOption = None,
     epochs: Epochs = None,
@@ -105,6 +106,7 @@ def train(
 
     Example: datadiet train kept.parquet -o runs/kept --recipe fast && datadiet evaluate runs/kept test.parquet
     """
+    RunDir(output).check_can_open(resume)  # before torch is imported: a wrong -o fails at once
     console.on_interrupt(partial(_interrupted_run, output))
     from datadiet_cli.io.manifest import read_manifest
     from datadiet_cli.train.loop import train_run
@@ -137,8 +139,6 @@ def train(
 
 def _interrupted_run(output: Path, written: list[Path]) -> str | None:
     """What Ctrl-C leaves: a run folder that --resume continues (from its last checkpoint, else from the start)."""
-    from datadiet_cli.io.rundir import RunDir
-
     run = RunDir(output)
     if not run.config_path.is_file():
         return None  # interrupted before the run folder was written
