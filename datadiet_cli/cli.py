@@ -17,7 +17,7 @@ from datadiet_cli.commands import score as score_command
 from datadiet_cli.commands import theory as theory_command
 from datadiet_cli.commands import train as train_command
 from datadiet_cli.console import error_line, interrupted_line, reset_interrupt_notes
-from datadiet_cli.errors import DatadietError
+from datadiet_cli.errors import DatadietError, Interrupted
 from datadiet_cli.io.clock import recorded_time
 from datadiet_cli.io.files import outputs_written, reset_outputs
 
@@ -25,12 +25,6 @@ try:  # typer >= 0.29 vendors its own click
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as click_errors
-
-
-class Interrupted(DatadietError):
-    """Ctrl-C (SIGINT) during a command; the message says what is on disk (console.interrupted_line)."""
-
-    exit_code = 130
 
 
 class DatadietGroup(TyperGroup):

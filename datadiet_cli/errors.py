@@ -53,3 +53,9 @@ class OptionError(DatadietError):
     """An option value is invalid for this input (e.g. --count larger than the manifest)."""
 
     exit_code = 2
+
+
+class Interrupted(DatadietError):
+    """Ctrl-C (SIGINT) during a command; the message says what is on disk (console.interrupted_line)."""
+
+    exit_code = 130
