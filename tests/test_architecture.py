@@ -72,3 +72,15 @@ def test_every_command_body_is_at_most_40_lines() -> None:
 def test_no_library_module_exceeds_500_lines() -> None:
     lengths = {str(path.relative_to(PACKAGE)): len(path.read_text().splitlines()) for path in modules(PACKAGE)}
     assert {name: n for name, n in lengths.items() if n > 500} == {}
+
+
+def test_error_classes_are_declared_only_in_errors_py() -> None:
+    elsewhere = [
+        f"{path.relative_to(PACKAGE)}: {node.name}"
+        for path in modules(PACKAGE)
+        if path != PACKAGE / "errors.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and any(isinstance(base, ast.Name) and base.id.endswith("Error") for base in node.bases)
+    ]
+    assert elsewhere == []
