@@ -17,7 +17,8 @@ from datadiet_cli.commands import score as score_command
 from datadiet_cli.commands import theory as theory_command
 from datadiet_cli.commands import train as train_command
 from datadiet_cli.console import error_line, interrupted_line, reset_interrupt_notes
-from datadiet_cli.errors import DatadietError, Interrupted
+from datadiet_cli.distributed import from_environment
+from datadiet_cli.errors import DatadietError, Interrupted, LaunchError
 from datadiet_cli.io.clock import recorded_time
 from datadiet_cli.io.files import outputs_written, reset_outputs
 
@@ -65,7 +66,8 @@ class DatadietGroup(TyperGroup):
             error_line(interrupted_line(outputs_written()))
             sys.exit(130)
         except DatadietError as error:
-            error_line(str(error))
+            if not getattr(error, "silent_here", False):  # under torchrun, rank 0 prints an error all ranks share
+                error_line(str(error))
             sys.exit(error.exit_code)
         if not standalone_mode:
             return result
@@ -97,12 +99,22 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# The commands that run as one job over several processes under torchrun (docs/distributed.md).
+DISTRIBUTED_COMMANDS = ("train", "score", "cluster", "evaluate")
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Root options."""
     recorded_time()  # a malformed SOURCE_DATE_EPOCH is refused before any work, not after hours of it
+    if from_environment().distributed and ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+        raise LaunchError(
+            f"{ctx.invoked_subcommand} runs in one process: run it without torchrun "
+            f"(torchrun runs {', '.join(DISTRIBUTED_COMMANDS)})"
+        )
 
 
 # In pipeline order, which is the order `datadiet --help` lists them in.

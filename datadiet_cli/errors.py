@@ -59,3 +59,11 @@ class Interrupted(DatadietError):
     """Ctrl-C (SIGINT) during a command; the message says what is on disk (console.interrupted_line)."""
 
     exit_code = 130
+
+
+class LaunchError(DatadietError):
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) does not describe a job this machine can run."""
+
+
+class RankLost(DatadietError):
+    """Under torchrun, another rank of the job stopped (its own error line says why) and this one cannot go on."""

@@ -14,9 +14,9 @@ ALLOWED = {
     "io": {"errors"},
     "data": {"errors", "io"},
     "select": {"errors", "io", "data"},
-    "train": {"errors", "io", "data", "device"},
-    "cluster": {"errors", "io", "data", "device"},
-    "score": {"errors", "io", "data", "train", "device"},
+    "train": {"errors", "io", "data", "device", "distributed"},
+    "cluster": {"errors", "io", "data", "device", "distributed"},
+    "score": {"errors", "io", "data", "train", "device", "distributed"},
     "report": {"errors", "io", "data", "select"},
     "theory": {"errors", "io", "data"},
 }

@@ -1,0 +1,77 @@
+"""Run datadiet commands as a real multi-process torch.distributed job (gloo on the CPU) from a test.
+
+`run_ranks([[cmd1 args], [cmd2 args]], world=2)` starts `world` processes with the environment
+torchrun gives its workers (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Each runs
+the commands in order through the CLI, inside one process group it starts once, so a test
+pays torch's import once per rank for several commands. `torchrun=True` launches through the
+real `torchrun` instead (slower: its agent imports torch too), to test that path itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# A job that has not finished by then is stuck (e.g. a rank waiting for a peer that is gone).
+TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class RankResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def job_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), NO_COLOR="1", COLUMNS="200")
+    environment.pop("FORCE_COLOR", None)
+    return environment | (extra or {})
+
+
+def run_ranks(
+    commands: list[list[str]], world: int = 2, *, torchrun: bool = False, env: dict[str, str] | None = None
+) -> list[RankResult]:
+    """Every rank's exit code and output after running `commands` (each a datadiet argument list)."""
+    environment = job_environment(env)
+    if torchrun:
+        assert len(commands) == 1, "torchrun runs one command line"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
+                   "--tee=3", "-m", "datadiet_cli", *commands[0]]  # fmt: skip
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=TIMEOUT_S)
+        return [RankResult(done.returncode, done.stdout, done.stderr)]
+    environment |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world)}
+    script = [sys.executable, "-m", "tests.rank_driver", json.dumps(commands)]
+    processes = [
+        subprocess.Popen(
+            script,
+            env=environment | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(world)
+    ]
+    results = []
+    for process in processes:
+        try:
+            stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise
+        results.append(RankResult(process.returncode, stdout, stderr))
+    return results
