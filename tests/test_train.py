@@ -24,7 +24,7 @@ from datadiet_cli.io.manifest import Manifest, write_manifest
 from datadiet_cli.io.rundir import CHECKPOINT_FILE, RunDir
 from datadiet_cli.select.prune import Keep, PruneConfig, prune_manifest
 from datadiet_cli.train import loop
-from datadiet_cli.train.batches import crop_flip, pack_pixels, split_batches, unpack_pixels
+from datadiet_cli.train.batches import crop_flip, draw_crop_flip, pack_pixels, split_batches, unpack_pixels
 from datadiet_cli.train.dynamics import dynamics_matrix
 from datadiet_cli.train.loop import TrainProgress, train_run
 from datadiet_cli.train.models import build_model
@@ -163,7 +163,8 @@ def test_batches_have_near_equal_sizes() -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_crop_flip_matches_pad_then_crop_then_flip(channels: int) -> None:
     images = torch.randint(0, 256, (64, 6, 5, channels), dtype=torch.uint8)  # (B, H, W, C)
-    out = unpack_pixels(crop_flip(pack_pixels(images, 2), 2, torch.Generator().manual_seed(3)), channels)
+    drawn = draw_crop_flip(64, 2, torch.Generator().manual_seed(3))
+    out = unpack_pixels(crop_flip(pack_pixels(images, 2), 2, drawn), channels)
     replay = torch.Generator().manual_seed(3)
     top = torch.randint(0, 5, (64,), generator=replay)
     left = torch.randint(0, 5, (64,), generator=replay)

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from datadiet_cli import console
+from datadiet_cli import console, distributed
 from datadiet_cli.options import Device, DeviceOption, InferenceBatchSize, Quiet, RootOption
 
 RunDirArgument = Annotated[Path, typer.Argument(help="Run directory written by `datadiet train`.", show_default=False)]
@@ -45,7 +45,10 @@ def evaluate(
     from datadiet_cli.train.evaluate import evaluate_run
 
     manifest = read_manifest(test_manifest)
-    with console.progress_bar("evaluate", quiet, unit="images") as progress:
+    with (
+        distributed.launched(device.value) as ranks,
+        console.progress_bar("evaluate", quiet or not ranks.main, unit="images") as progress,
+    ):
         report = evaluate_run(
             run_dir,
             manifest,
@@ -55,8 +58,9 @@ def evaluate(
             batch_size=batch_size,
             root=root,
             progress=progress,
+            ranks=ranks,
         )
-    if not quiet:
+    if not quiet and ranks.main:
         print_report(report, output or RunDir(run_dir).eval_path)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from datadiet_cli import console
+from datadiet_cli import console, distributed
 from datadiet_cli.io.rundir import RunDir
 from datadiet_cli.options import ArchOption, Device, DeviceOption, InputManifest, Quiet, RecipeOption, RootOption, Seed
 from datadiet_cli.train.recipes import (
@@ -70,6 +70,14 @@ DynamicsEpochs = Annotated[
 ]
 Workers = Annotated[int, typer.Option(help="DataLoader workers for large images (small images need none).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last finished epoch.")]
+SyncBn = Annotated[
+    bool,
+    typer.Option(
+        "--sync-bn",
+        help="Under torchrun: BatchNorm normalises with the whole global batch's statistics (as one process "
+        "would), not each rank's part; for small per-GPU batches. No effect in one process.",
+    ),
+]
 
 
 def train(
@@ -98,11 +106,14 @@ def train(
     workers: Workers = 4,
     root: RootOption = None,
     resume: Resume = False,
+    sync_bn: SyncBn = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a model from scratch on exactly the examples of a manifest.
 
     RUN_DIR gets config.json (every setting, the input's digest), metrics.jsonl (one line per epoch), checkpoint.pt (after every epoch; --resume continues from it) and, with --record-dynamics, dynamics.parquet. Examples are visited in a fixed per-epoch permutation of the full dataset filtered to the kept ids, so runs on different subsets are comparable.
+
+    On several GPUs or nodes, launch it with torchrun (docs/distributed.md): the ranks share each batch (--batch-size is the global batch) and rank 0 writes RUN_DIR, e.g. torchrun --nproc-per-node 8 -m datadiet_cli train kept.parquet -o runs/kept --recipe imagenet --sync-bn
 
     Example: datadiet train kept.parquet -o runs/kept --recipe fast && datadiet evaluate runs/kept test.parquet
     """
@@ -125,12 +136,13 @@ def train(
         dynamics_epochs=parse_dynamics_epochs(dynamics_epochs),
         workers=workers,
         root=root,
+        sync_bn=sync_bn,
     )
     check_config(config)  # every option refused before the manifest is read or any file written
-    with epoch_progress(quiet) as progress:
-        result = train_run(read_manifest(manifest), config, output, progress=progress, resume=resume)
+    with distributed.launched(device.value) as ranks, epoch_progress(quiet or not ranks.main) as progress:
+        result = train_run(read_manifest(manifest), config, output, progress=progress, resume=resume, ranks=ranks)
     console.summary(
-        quiet,
+        quiet or not ranks.main,
         f"trained {config.recipe.arch} for {result.epochs} epochs ({result.steps:,} steps, "
         f"{result.seconds:.1f} s, {result.images_per_second:,.0f} images/s): "
         f"train accuracy {result.train_accuracy:.1%} -> {output}",

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from datadiet_cli.data import images
 from datadiet_cli.data.sources.base import channels_of_mode, pil_mode_for_channels
+from datadiet_cli.distributed import SINGLE, Ranks
 from datadiet_cli.errors import DatadietError, DatasetError
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.train.models import SMALL_IMAGE_MAX_SIDE
@@ -103,35 +104,44 @@ def unpack_pixels(words: torch.Tensor, channels: int) -> torch.Tensor:
     return rgb.permute(0, 3, 1, 2)
 
 
-def crop_flip(words: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop of each zero-padded image + horizontal flip with p=0.5, as one gather.
+def draw_crop_flip(count: int, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """(3, count) int64: each image's crop offsets (top, left) in [0, 2p] and flip (1 = flip, p=0.5).
 
-    (B, H+2p, W+2p) pixel words -> (B, H, W); the same result as torchvision's
-    RandomCrop(size, padding=p) + RandomHorizontalFlip on every image.
+    Drawn for the whole global batch even where a rank augments only its part of it, so each
+    example gets the same crop at any world size.
     """
-    count, padded_height, padded_width = words.shape
-    height, width = padded_height - 2 * padding, padded_width - 2 * padding
-    device = words.device
+    device = generator.device
     top = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=device)
     left = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=device)
     flip = torch.rand(count, generator=generator, device=device) < 0.5
-    columns = torch.arange(width, device=device)
+    return torch.stack([top, left, flip.long()])
+
+
+def crop_flip(words: torch.Tensor, padding: int, drawn: torch.Tensor) -> torch.Tensor:
+    """Random crop of each zero-padded image + horizontal flip, as one gather.
+
+    (B, H+2p, W+2p) pixel words and (3, B) `draw_crop_flip` values -> (B, H, W); the same
+    result as torchvision's RandomCrop(size, padding=p) + RandomHorizontalFlip on every image.
+    """
+    count, padded_height, padded_width = words.shape
+    height, width = padded_height - 2 * padding, padded_width - 2 * padding
+    top, left, flip = drawn[0], drawn[1], drawn[2].bool()
+    columns = torch.arange(width, device=words.device)
     # Index into the flattened padded image: row * padded_width + column; a flipped crop reads right to left.
     columns = torch.where(flip[:, None, None], columns.flip(0), columns)  # (B, 1, W)
-    rows = torch.arange(height, device=device)[:, None] * padded_width  # (H, 1)
+    rows = torch.arange(height, device=words.device)[:, None] * padded_width  # (H, 1)
     index = rows + columns + (top * padded_width + left)[:, None, None]  # (B, H, W)
     return words.view(count, -1).gather(1, index.view(count, -1)).view(count, height, width)
 
 
-def resized_crop_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def resized_crop_flip(batch: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """Random-resized-crop (8-100% of the area, aspect 3/4-4/3) + flip, as one affine resampling.
 
-    (B, C, H, W) float -> same shape. Crops that would not fit are clamped to the image
-    (torchvision retries instead); bilinear, like torchvision's default.
+    (B, C, H, W) float and (B, 5) uniform [0, 1) draws -> same shape. Crops that would not fit
+    are clamped to the image (torchvision retries instead); bilinear, like torchvision's default.
     """
     count = batch.shape[0]
     device = batch.device
-    uniform = torch.rand(count, 5, generator=generator, device=device)
     area = 0.08 + 0.92 * uniform[:, 0]
     log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * uniform[:, 1]
     width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)  # fraction of the image width
@@ -160,8 +170,13 @@ class ImageData(abc.ABC):
     normalisation: Normalisation
 
     @abc.abstractmethod
-    def batches(self, batches: list[np.ndarray], augment: Augment, epoch_seed: int) -> Iterator[Batch]:
-        """Yield (positions (B,), images (B, C, H, W) float normalised, labels (B,)) on the device."""
+    def batches(
+        self, batches: list[np.ndarray], augment: Augment, epoch_seed: int, ranks: Ranks = SINGLE
+    ) -> Iterator[Batch]:
+        """Yield (positions (B,), images (B, C, H, W) float normalised, labels (B,)) on the device.
+
+        `batches` are the global batches; under torchrun each rank gets its `ranks.shard` of each.
+        """
 
 
 def label_array(manifest: Manifest) -> np.ndarray:
@@ -199,22 +214,27 @@ class InMemoryData(ImageData):
         # (x / 255 - mean) / std as one multiply-add per pixel.
         self.scale, self.shift = 1 / (255 * std), -mean / std
 
-    def batches(self, batches: list[np.ndarray], augment: Augment, epoch_seed: int) -> Iterator[Batch]:
+    def batches(
+        self, batches: list[np.ndarray], augment: Augment, epoch_seed: int, ranks: Ranks = SINGLE
+    ) -> Iterator[Batch]:
         generator = torch.Generator(device=self.device).manual_seed(epoch_seed)
         order = torch.from_numpy(np.concatenate(batches) if batches else np.empty(0, np.int64)).to(self.device)
         pad, start = self.padding, 0
         for batch in batches:
-            positions = order[start : start + len(batch)]  # (B,)
+            mine = ranks.shard(len(batch))  # this rank's rows of the global batch
+            positions = order[start + mine.start : start + mine.stop]  # (B,)
             start += len(batch)
             words = self.words.index_select(0, positions)  # (B, H+2p, W+2p)
             if augment is Augment.crop_flip:
-                words = crop_flip(words, pad, generator)  # (B, H, W)
+                words = crop_flip(words, pad, draw_crop_flip(len(batch), pad, generator)[:, mine])  # (B, H, W)
             else:
                 words = words[:, pad : pad + self.height, pad : pad + self.width]
             pixels = unpack_pixels(words, self.in_channels)  # (B, C, H, W) uint8, channels-last in memory
             floats = torch.addcmul(self.shift, pixels.float(), self.scale)  # (B, C, H, W) normalised
             if augment is Augment.resized_crop_flip:
-                floats = resized_crop_flip(floats, generator)
+                floats = resized_crop_flip(
+                    floats, torch.rand(len(batch), 5, generator=generator, device=self.device)[mine]
+                )
             memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
             yield positions, floats.contiguous(memory_format=memory_format), self.labels.index_select(0, positions)
 
@@ -283,11 +303,15 @@ class StreamedData(ImageData):
         crops = np.stack([dataset[int(i)][0].permute(1, 2, 0).numpy() for i in sample])  # (S, H, W, C)
         return Normalisation.of_pixels(crops)
 
-    def batches(self, batches: list[np.ndarray], augment: Augment, epoch_seed: int) -> Iterator[Batch]:
+    def batches(
+        self, batches: list[np.ndarray], augment: Augment, epoch_seed: int, ranks: Ranks = SINGLE
+    ) -> Iterator[Batch]:
+        # Filter on read: this rank's workers decode only its rows of each global batch. (Augmentation
+        # is drawn in the workers, per batch, so it depends on the world size, as on --workers.)
         transform = streamed_transform(self.recipe, augment, self.in_channels)
         loader = torch.utils.data.DataLoader(
             StreamedImages(self.manifest, self.root, transform),
-            batch_sampler=[batch.tolist() for batch in batches],
+            batch_sampler=[batch[ranks.shard(len(batch))].tolist() for batch in batches],
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             # Seeds every worker's RNG from (seed, epoch): the augmentation of an epoch is reproducible.

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datadiet_cli.distributed import SINGLE, Ranks
+from datadiet_cli.train.parallel import merged_measurements
+
 # What dynamics.parquet holds per example, epoch and source, in this order.
 DYNAMICS_COLUMNS = ("loss", "correct", "p_label", "el2n", "margin")
 
@@ -45,8 +48,9 @@ class DynamicsBuffer:
     def record(self, positions: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.values[:, positions] = example_measurements(logits, labels)
 
-    def columns(self, ids: np.ndarray, epoch: int, source: str) -> dict[str, np.ndarray]:
-        values = self.values.cpu().numpy()  # (5, N)
+    def columns(self, ids: np.ndarray, epoch: int, source: str, ranks: Ranks = SINGLE) -> dict[str, np.ndarray]:
+        """The pass's rows of dynamics.parquet; under torchrun, every rank's measurements merged."""
+        values = merged_measurements(self.values, ranks).cpu().numpy()  # (5, N)
         seen = ~np.isnan(values[0])  # the last epoch of a --matched-iterations run may be partial
         count = int(seen.sum())
         columns: dict[str, np.ndarray] = {

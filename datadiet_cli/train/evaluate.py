@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from datadiet_cli.device import select_device
+from datadiet_cli.distributed import SINGLE, Ranks, all_sum, gather_rows, together
 from datadiet_cli.errors import ColumnError, DatasetError, ManifestError, OptionError, OutputError, RunDirError
 from datadiet_cli.io.files import check_output, describe_file
 from datadiet_cli.io.manifest import Manifest
@@ -126,33 +127,38 @@ def predict(
 
 
 def classification_metrics(
-    probs: np.ndarray, labels: np.ndarray, loss: np.ndarray, classes: list[str]
+    probs: np.ndarray, labels: np.ndarray, loss: np.ndarray, classes: list[str], ranks: Ranks = SINGLE
 ) -> dict[str, Any]:
     """top1, top5 (top-k with k = min(5, C)), mean loss, n and per-class accuracy from (N, C) probabilities.
 
     top-1 is the argmax (first index on ties); top-k counts a hit when fewer than k classes
     score strictly higher than the label. per_class maps class name -> accuracy (None for a
-    class with no test examples).
+    class with no test examples). Under torchrun each rank passes its shard's rows and the
+    counts are summed over the ranks.
     """
     count, num_classes = probs.shape
     k = min(TOP_K, num_classes)
     label_prob = probs[np.arange(count), labels]  # (N,)
     rank = (probs > label_prob[:, None]).sum(axis=1)  # (N,) classes scoring above the label
     correct = probs.argmax(axis=1) == labels
-    per_class: dict[str, float | None] = {}
-    per_class_n: dict[str, int] = {}
-    for index, name in enumerate(classes):
-        mask = labels == index
-        per_class_n[name] = int(mask.sum())
-        per_class[name] = float(correct[mask].mean()) if mask.any() else None
+    # [n, top-1 hits, top-k hits, loss sum, hits per class (C), examples per class (C)]
+    sums = np.concatenate([
+        [count, correct.sum(), (rank < k).sum(), loss.sum()],
+        np.bincount(labels[correct], minlength=num_classes),
+        np.bincount(labels, minlength=num_classes),
+    ]).astype(np.float64)  # fmt: skip
+    sums = all_sum(ranks, sums)
+    total, hits, per_class_n = sums[0], sums[4 : 4 + num_classes], sums[4 + num_classes :]
     return {
-        "top1": float(correct.mean()),
-        "top5": float((rank < k).mean()),
+        "top1": float(sums[1] / total),
+        "top5": float(sums[2] / total),
         "top_k": k,
-        "loss": float(loss.mean()),
-        "n": int(count),
-        "per_class": per_class,
-        "per_class_n": per_class_n,
+        "loss": float(sums[3] / total),
+        "n": int(total),
+        "per_class": {
+            name: float(hits[i] / per_class_n[i]) if per_class_n[i] else None for i, name in enumerate(classes)
+        },
+        "per_class_n": {name: int(per_class_n[i]) for i, name in enumerate(classes)},
     }
 
 
@@ -167,42 +173,79 @@ def evaluate_run(
     root: Path | None = None,
     workers: int = 4,
     progress: ProgressCallback | None = None,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
     """Evaluate the run on a labeled manifest; writes `output` (default RUN_DIR/eval.json) atomically
-    and, when asked, per-example predictions (id, label, predicted, p_label, loss) as Parquet."""
+    and, when asked, per-example predictions (id, label, predicted, p_label, loss) as Parquet.
+
+    Under torchrun each rank predicts its shard of the rows; rank 0 writes.
+    """
     run = RunDir(run_dir)
-    at_least("--batch-size", batch_size, 1)
-    check_outputs(run, manifest, output, predictions_path)
-    labels = manifest.labels()  # every test example needs a label: one-line error otherwise
-    check_labels(manifest, labels, int(run.finished_config()["model"]["num_classes"]), run.path)
-    started = time.perf_counter()
-    predictions = predict(
-        run, manifest, device=device, batch_size=batch_size, root=root, workers=workers, progress=progress
-    )
+    with together(ranks):
+        at_least("--batch-size", batch_size, 1)
+        check_outputs(run, manifest, output, predictions_path)
+        labels = manifest.labels()  # every test example needs a label: one-line error otherwise
+        check_labels(manifest, labels, int(run.finished_config()["model"]["num_classes"]), run.path)
+        check_rows(manifest.num_rows, ranks)
+        started = time.perf_counter()
+        mine = (
+            manifest.take(np.arange(manifest.num_rows)[ranks.shard(manifest.num_rows)])
+            if ranks.distributed
+            else manifest
+        )
+        predictions = predict(
+            run, mine, device=ranks.device if ranks.distributed else device, batch_size=batch_size, root=root,
+            workers=workers, progress=progress,
+        )  # fmt: skip
     classes = list(run.finished_config()["classes"])
-    metrics = classification_metrics(predictions.probs, predictions.labels, predictions.loss, classes)
+    metrics = classification_metrics(predictions.probs, predictions.labels, predictions.loss, classes, ranks)
+    columns = gathered(prediction_columns(predictions), ranks, manifest) if predictions_path is not None else None
     source = manifest.source if manifest.source is not None and Path(manifest.source).is_file() else None
     report = {
         **metrics,
         "run_dir": str(run.path.resolve()),
         "test_manifest": describe_file(source) if source else None,
-        "device": str(select_device(device)),
+        "device": str(select_device(ranks.device if ranks.distributed else device)),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    write_outputs(run, report, output, predictions, predictions_path)
+    with together(ranks):
+        if ranks.main:
+            write_outputs(run, report, output, columns, predictions_path)
     return report
 
 
+def check_rows(rows: int, ranks: Ranks) -> None:
+    if rows < ranks.world:
+        raise OptionError(f"{rows} test example(s) cannot be shared by {ranks.world} ranks; start fewer processes")
+
+
+def gathered(columns: dict[str, np.ndarray], ranks: Ranks, manifest: Manifest) -> dict[str, np.ndarray]:
+    """The predictions file's columns of every rank's shard, in row order, on rank 0."""
+    if not ranks.distributed:
+        return columns
+    numbers = np.stack([columns["predicted"], columns["p_label"], columns["loss"]], axis=1).astype(np.float64)
+    everything = gather_rows(ranks, numbers)  # (N, 3) on rank 0, None elsewhere
+    if everything is None:
+        return columns
+    predicted, p_label, loss = everything.T
+    ids, labels = np.asarray(manifest.ids(), dtype=object), manifest.labels()
+    return {"id": ids, "label": labels, "predicted": predicted.astype(np.int64), "p_label": p_label, "loss": loss}
+
+
 def write_outputs(
-    run: RunDir, report: dict[str, Any], output: Path | None, predictions: Predictions, predictions_path: Path | None
+    run: RunDir,
+    report: dict[str, Any],
+    output: Path | None,
+    columns: dict[str, np.ndarray] | None,
+    predictions_path: Path | None,
 ) -> None:
     """The predictions (when asked), then the metrics JSON: both, or neither (a failed write is one OutputError)."""
-    if predictions_path is None:
+    if predictions_path is None or columns is None:
         run.write_eval(report, output)
         return
     target = Path(predictions_path)
     made = [folder for folder in target.parents if not folder.exists()]
-    write_predictions(predictions, target, report)
+    write_table(columns, target, {"run_dir": report["run_dir"], "test_manifest": report["test_manifest"]})
     try:
         run.write_eval(report, output)
     except OutputError:
@@ -213,16 +256,16 @@ def write_outputs(
         raise
 
 
-def write_predictions(predictions: Predictions, path: Path, report: dict[str, Any]) -> None:
+def prediction_columns(predictions: Predictions) -> dict[str, np.ndarray]:
+    """The columns of a predictions file: id, label, predicted class, p_label, loss."""
     rows = np.arange(len(predictions.ids))
-    columns = {
+    return {
         "id": predictions.ids,
         "label": predictions.labels,
         "predicted": predictions.probs.argmax(axis=1).astype(np.int64),
         "p_label": predictions.probs[rows, predictions.labels].astype(np.float64),
         "loss": predictions.loss,
     }
-    write_table(columns, path, {"run_dir": report["run_dir"], "test_manifest": report["test_manifest"]})
 
 
 def check_classes(manifest: Manifest, model_classes: list[str], run_dir: Path) -> None:

@@ -26,12 +26,14 @@ from torch import nn
 
 from datadiet_cli.data import seeds
 from datadiet_cli.device import fast_bf16, select_device
+from datadiet_cli.distributed import SINGLE, Ranks, all_sum, all_sum_, broadcast, together
 from datadiet_cli.errors import OptionError, RunDirError
 from datadiet_cli.io.manifest import Manifest
 from datadiet_cli.io.rundir import CHECKPOINT_FIX, DAMAGED_RUN_FIX, METRICS_FILE, RunDir
 from datadiet_cli.train.batches import ImageData, Normalisation, load_data, split_batches
 from datadiet_cli.train.dynamics import DynamicsBuffer, dynamics_metadata
 from datadiet_cli.train.models import build_model
+from datadiet_cli.train.parallel import batch_loss, check_world, data_parallel, synced_batchnorm
 from datadiet_cli.train.plan import Plan, plan_run, run_settings
 from datadiet_cli.train.recipes import (
     Augment,
@@ -84,18 +86,22 @@ def train_run(
     *,
     resume: bool = False,
     pixels: np.ndarray | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """Train a new model on every row of `manifest` (its labels, its dataset's pixels) into `run_dir`.
 
     `resume` continues the run in `run_dir` from its last finished epoch and ends with the
     same weights as an uninterrupted run. `pixels` (uint8 (N, H, W, C), row order) skips
     decoding for callers that train many models on one dataset. The caller's torch RNG
-    state is left as it was.
+    state is left as it was. Under torchrun (`ranks`), every rank calls it alike; the ranks
+    share each global batch (train/parallel.py) and rank 0 alone writes the run folder.
     """
     run, recipe = RunDir(run_dir), config.recipe
-    plan = plan_run(manifest, config)  # what to train on and for how long; every check before any work
-    run.check_can_open(resume)
-    device = select_device(config.device)
+    with together(ranks):  # the same checks on every rank: one line, printed once, however many fail
+        plan = plan_run(manifest, config)  # what to train on and for how long; every check before any work
+        check_world(recipe.batch_size, manifest.num_rows, ranks)
+        run.check_can_open(resume)
+        device = select_device(ranks.device if ranks.distributed else config.device)
     bf16 = use_bf16(config.precision, device)
     # NHWC is what cuDNN and oneDNN convolutions prefer (CPU, smallcnn: 1.4x in fp32, 1.6x in bf16).
     channels_last = config.channels_last if config.channels_last is not None else device.type in ("cuda", "cpu")
@@ -103,14 +109,20 @@ def train_run(
     # A fresh run stopped before its first checkpoint (an error, Ctrl-C) leaves no run folder behind.
     with isolated_torch_state(device), run.discarded_unless_checkpointed():
         torch.manual_seed(config.seed)
-        data = load_data(manifest, recipe, device, channels_last=channels_last, workers=config.workers,
-                         root=config.root, pixels=pixels)  # fmt: skip
-        model = build_model(recipe.arch, len(plan.classes), data.in_channels, data.image_size)
-        model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-        optimizer = sgd(model, recipe)
-        settings = run_settings(manifest, config, plan, data, device, bf16, channels_last)
-        resumed_after = run.open(settings, resume)
-        history = restore_checkpoint(run, model, optimizer, device, plan, recipe.arch) if resumed_after else []
+        with together(ranks):
+            data = load_data(manifest, recipe, device, channels_last=channels_last, workers=config.workers,
+                             root=config.root, pixels=pixels)  # fmt: skip
+        net = build_model(recipe.arch, len(plan.classes), data.in_channels, data.image_size)
+        net = net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        net = synced_batchnorm(net, ranks, device, config.sync_bn)
+        optimizer = sgd(net, recipe)
+        settings = run_settings(manifest, config, plan, data, device, bf16, channels_last, ranks.world)
+        with together(ranks):  # rank 0 opens the folder; every rank reads the checkpoint a resume continues
+            resumed_after = run.open(settings, resume) if ranks.main else 0
+        resumed_after = int(broadcast(ranks, np.array([resumed_after]), np.int64)[0])
+        with together(ranks):
+            history = restore_checkpoint(run, net, optimizer, device, plan, recipe.arch) if resumed_after else []
+        model = data_parallel(net, ranks, device, config.sync_bn)
         ids = manifest.ids()
         hashes = seeds.id_hashes(ids)  # (n,) uint64: this run's place in the full dataset's order
         trained_seconds, trained_images = 0.0, 0
@@ -125,17 +137,17 @@ def train_run(
             model.train()
             augment_seed = seeds.torch_seed(config.seed, epoch, seeds.AUGMENT_STREAM)
             for index, (positions, images, targets) in enumerate(
-                data.batches(epoch_batches, recipe.augment, augment_seed)
+                data.batches(epoch_batches, recipe.augment, augment_seed, ranks)
             ):
                 lr = set_learning_rate(optimizer, recipe, first_step + index, plan.steps)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model(images)  # (B, classes)
+                    logits = model(images)  # (B, classes): this rank's part of the global batch
                 # Loss in fp32 even under autocast: softmax over bf16 logits loses the small differences.
                 losses = F.cross_entropy(
                     logits.float(), targets, reduction="none", label_smoothing=recipe.label_smoothing
                 )
                 optimizer.zero_grad(set_to_none=True)
-                losses.mean().backward()
+                batch_loss(losses, len(epoch_batches[index]), ranks).backward()
                 optimizer.step()
 
                 meter.add(losses.detach(), logits.detach(), targets)
@@ -143,22 +155,38 @@ def train_run(
                     seen.record(positions, logits.detach(), targets)
 
             # -- End of the epoch: measurements, dynamics, checkpoint (in that order) -------------------
-            history.append(meter.finish(first_step + len(epoch_batches), lr))
-            check_not_diverged(history[-1], model, recipe, run)  # before anything of a diverged epoch is written
+            history.append(meter.finish(first_step + len(epoch_batches), lr, ranks))
+            check_not_diverged(history[-1], net, recipe, run)  # before anything of a diverged epoch is written
             trained_seconds, trained_images = trained_seconds + meter.seconds, trained_images + meter.images
-            if seen is not None:
-                run.write_dynamics_part(seen.columns(ids, epoch, "train"), epoch, "train")
+            trained = seen.columns(ids, epoch, "train", ranks) if seen is not None else None
+            evaluated = None
             if epoch in plan.eval_epochs:
-                run.write_dynamics_part(
-                    eval_dynamics(model, data, ids, epoch, 2 * recipe.batch_size, bf16), epoch, "eval"
-                )
-            run.write_metrics(history)
-            # Written last: a checkpoint means everything of its epoch is on disk.
-            run.save_checkpoint(checkpoint_state(model, optimizer, epoch, int(history[-1]["step"]), device))
+                evaluated = eval_dynamics(net, data, ids, epoch, 2 * recipe.batch_size, bf16, ranks)
+            with together(ranks):  # rank 0 writes; a failed write stops every rank
+                if ranks.main:
+                    write_epoch(run, epoch, history, trained, evaluated)
+                    # Written last: a checkpoint means everything of its epoch is on disk.
+                    run.save_checkpoint(checkpoint_state(net, optimizer, epoch, int(history[-1]["step"]), device))
 
-    if config.record_dynamics:
-        run.merge_dynamics(dynamics_metadata(settings))
+    with together(ranks):
+        if config.record_dynamics and ranks.main:
+            run.merge_dynamics(dynamics_metadata(settings))
     return result_of(run, plan, history, trained_seconds, trained_images, resumed_after)
+
+
+def write_epoch(
+    run: RunDir,
+    epoch: int,
+    history: list[dict[str, Any]],
+    trained: dict[str, np.ndarray] | None,
+    evaluated: dict[str, np.ndarray] | None,
+) -> None:
+    """An epoch's dynamics (as seen in training, then the eval pass) and the metrics so far."""
+    if trained is not None:
+        run.write_dynamics_part(trained, epoch, "train")
+    if evaluated is not None:
+        run.write_dynamics_part(evaluated, epoch, "eval")
+    run.write_metrics(history)
 
 
 def sgd(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -216,8 +244,12 @@ class EpochMeter:
             speed = self.images / (now - self.started)
             self.progress(TrainProgress(self.epoch, self.epochs, self.done, self.steps, loss, accuracy, speed))
 
-    def finish(self, step: int, lr: float) -> dict[str, Any]:
-        """The epoch's line of metrics.jsonl."""
+    def finish(self, step: int, lr: float, ranks: Ranks = SINGLE) -> dict[str, Any]:
+        """The epoch's line of metrics.jsonl (over every rank's images)."""
+        if ranks.distributed:
+            sums = torch.stack([self.loss_sum.double(), self.correct_sum.double()])
+            self.loss_sum, self.correct_sum = all_sum_(ranks, sums).unbind()
+            self.images = int(all_sum(ranks, np.array([self.images], dtype=np.int64))[0])
         synchronize(self.device)
         self.seconds = time.perf_counter() - self.started
         return {
@@ -232,13 +264,16 @@ class EpochMeter:
 
 
 def eval_dynamics(
-    model: nn.Module, data: ImageData, ids: np.ndarray, epoch: int, batch_size: int, bf16: bool
+    model: nn.Module, data: ImageData, ids: np.ndarray, epoch: int, batch_size: int, bf16: bool, ranks: Ranks = SINGLE
 ) -> dict[str, np.ndarray]:
-    """Dynamics columns of an eval pass over every kept example (no augmentation, BatchNorm in eval mode)."""
+    """Dynamics columns of an eval pass over every kept example (no augmentation, BatchNorm in eval mode);
+    under torchrun each rank passes over its shard of the rows."""
     evaluated = DynamicsBuffer(data.count, data.labels.device)
-    for positions, logits in predict_batches(model, data, batch_size, bf16):
+    for positions, logits in predict_batches(
+        model, data, batch_size, bf16, np.arange(data.count)[ranks.shard(data.count)]
+    ):
         evaluated.record(positions, logits, data.labels.index_select(0, positions))
-    return evaluated.columns(ids, epoch, "eval")
+    return evaluated.columns(ids, epoch, "eval", ranks)
 
 
 def result_of(
@@ -259,16 +294,17 @@ def result_of(
 
 @torch.no_grad()
 def predict_batches(
-    model: nn.Module, data: ImageData, batch_size: int, bf16: bool
+    model: nn.Module, data: ImageData, batch_size: int, bf16: bool, rows: np.ndarray | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The evaluation loop: every example once, in row order, never augmented.
+    """The evaluation loop: every example once (or the positions `rows`), in row order, never augmented.
 
     Yields (positions (B,), logits (B, classes) float32) on the device; the model is left in
     the mode it was in.
     """
     was_training = model.training
     model.eval()  # BatchNorm normalises with its running averages, not with the batch's own statistics
-    batches = split_batches(np.arange(data.count), steps_per_epoch(data.count, batch_size))
+    rows = np.arange(data.count) if rows is None else rows
+    batches = split_batches(rows, steps_per_epoch(len(rows), batch_size)) if len(rows) else []
     try:
         for positions, images, _ in data.batches(batches, Augment.none, epoch_seed=0):
             with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):

@@ -111,6 +111,7 @@ def run_settings(
     device: torch.device,
     bf16: bool,
     channels_last: bool,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """The config.json document: everything needed to evaluate the model or reproduce the run."""
     source = manifest.source if manifest.source is not None and Path(manifest.source).is_file() else None
@@ -152,6 +153,7 @@ def run_settings(
             "device": str(device),
             "precision": "bf16" if bf16 else "fp32",
             "channels_last": channels_last,
+            "world_size": world_size,  # processes under torchrun: the run is the same at any (docs/distributed.md)
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
         },

@@ -222,6 +222,7 @@ class TrainConfig:
         None  # end after this many epochs of the planned schedule (early-training probes); None = all
     )
     workers: int = 4  # DataLoader workers for large (streamed) images; small images need none
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch, not of each rank's part
     root: Path | None = None  # dataset root overriding the one in the manifest
 
 

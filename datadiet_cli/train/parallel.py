@@ -1,0 +1,148 @@
+"""Data-parallel training under torchrun: the same run at any world size.
+
+Every rank visits its part of each global batch (train/batches.py), the recipe's batch size is
+the global batch, and gradients are averaged by DistributedDataParallel. Three details make a
+run on W ranks the run one process would train, up to float rounding:
+
+- `batch_loss`: DDP averages gradients over ranks, so each rank's loss is its share of the global
+  batch's mean (its sum times W / global batch), also when W does not divide a batch evenly;
+- `--sync-bn`: BatchNorm normalises with the global batch's statistics (torch's SyncBatchNorm on
+  GPUs; `GlobalBatchNorm` here, for the gloo backend, which SyncBatchNorm refuses);
+- per-example measurements (dynamics) are merged across ranks before rank 0 writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from datadiet_cli.distributed import Ranks, all_sum_
+from datadiet_cli.errors import OptionError
+
+
+def check_world(batch_size: int, rows: int, ranks: Ranks) -> None:
+    """The global batch must split evenly over the ranks, and every rank needs rows to train on."""
+    if not ranks.distributed:
+        return
+    if batch_size % ranks.world:
+        raise OptionError(
+            f"--batch-size {batch_size}: the global batch must split evenly over {ranks.world} ranks; "
+            f"use a multiple of {ranks.world}"
+        )
+    if rows < ranks.world:
+        raise OptionError(f"{rows} example(s) cannot be shared by {ranks.world} ranks; start fewer processes")
+
+
+def batch_loss(losses: torch.Tensor, global_count: int, ranks: Ranks) -> torch.Tensor:
+    """(B,) per-example losses of this rank's part -> the loss whose gradient, averaged by DDP over
+    the ranks, is the gradient of the global batch's mean loss."""
+    if not ranks.distributed:
+        return losses.mean()  # the one-process run, bit for bit as before
+    return losses.sum() * (ranks.world / global_count)
+
+
+def synced_batchnorm(model: nn.Module, ranks: Ranks, device: torch.device, sync_bn: bool) -> nn.Module:
+    """With --sync-bn under torchrun, `model` with its BatchNorm layers normalising over the global
+    batch. The layers are new modules: call this before the optimizer is given the parameters."""
+    if not (sync_bn and ranks.distributed):
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else global_batchnorm(model)
+
+
+def data_parallel(model: nn.Module, ranks: Ranks, device: torch.device, sync_bn: bool) -> nn.Module:
+    """The model to train: `model` itself in one process, else wrapped in DistributedDataParallel."""
+    if not ranks.distributed:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        # Synced statistics are equal on every rank already; unsynced ones are taken from rank 0 each step.
+        forward_sync_buffers=not sync_bn,
+    )
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The network inside DDP: what checkpoints hold (the same keys at any world size) and evaluation runs."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def global_batchnorm(model: nn.Module) -> nn.Module:
+    """Every BatchNorm2d of `model` replaced in place by a GlobalBatchNorm holding the same tensors."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, GlobalBatchNorm):
+            synced = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                     child.track_running_stats)  # fmt: skip
+            synced.load_state_dict(child.state_dict())
+            synced.train(child.training)
+            setattr(model, name, synced.to(next(child.buffers()).device))
+        else:
+            global_batchnorm(child)
+    return model
+
+
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch, summed over the ranks.
+
+    Two-pass (mean, then the centred second moment) in float32, through differentiable
+    all-reduces: the backward pass sums each statistic's gradient over the ranks, as SyncBatchNorm
+    does. Running statistics follow BatchNorm's rule (unbiased variance). Same state-dict keys as
+    BatchNorm2d, so a checkpoint resumes in one process without it.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.training or not dist.is_initialized():
+            return super().forward(images)
+        floats = images.float()  # (B, C, H, W)
+        total = torch.tensor(float(floats.numel() // floats.shape[1]), device=floats.device)
+        dist.all_reduce(total)  # values per channel in the global batch
+        mean = SummedOverRanks.apply(floats.sum(dim=(0, 2, 3))) / total  # (C,)
+        centred = floats - mean[None, :, None, None]
+        variance = (
+            SummedOverRanks.apply((centred * centred).sum(dim=(0, 2, 3))) / total
+        )  # (C,) biased, as BatchNorm uses
+        normalised = centred * torch.rsqrt(variance + self.eps)[None, :, None, None]
+        if self.affine:
+            normalised = normalised * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        if self.track_running_stats:
+            self.update_running_stats(mean.detach(), variance.detach(), float(total))
+        return normalised.to(images.dtype)
+
+    @torch.no_grad()
+    def update_running_stats(self, mean: torch.Tensor, variance: torch.Tensor, count: float) -> None:
+        assert self.num_batches_tracked is not None and self.running_mean is not None
+        assert self.running_var is not None
+        self.num_batches_tracked += 1
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        unbiased = variance * (count / max(count - 1.0, 1.0))
+        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+
+
+class SummedOverRanks(torch.autograd.Function):
+    """A tensor's sum over the ranks whose gradient is, in turn, the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        summed = tensor.clone()
+        dist.all_reduce(summed)
+        return summed
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> torch.Tensor:
+        summed = gradient.clone()
+        dist.all_reduce(summed)
+        return summed
+
+
+def merged_measurements(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """(M, N) per-example measurements, NaN where this rank did not measure an example -> every
+    rank's measurements in one (M, N) tensor (each example is measured by at most one rank)."""
+    if not ranks.distributed:
+        return values
+    measured = (~torch.isnan(values[0])).to(values.dtype)  # (N,)
+    summed = all_sum_(ranks, torch.nan_to_num(values, nan=0.0))
+    seen = all_sum_(ranks, measured)
+    return torch.where(seen[None, :] > 0, summed, torch.full_like(summed, float("nan")))
