@@ -39,7 +39,10 @@ class DatadietGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            raise Interrupted(interrupted_line(outputs_written())) from None
+            interrupted = Interrupted(interrupted_line(outputs_written()))
+            # torchrun passes Ctrl-C to every rank: rank 0 says what is on disk, once.
+            interrupted.silent_here = from_environment().rank != 0  # type: ignore[attr-defined]
+            raise interrupted from None
 
     def main(
         self,
