@@ -132,7 +132,7 @@ def train_run(
             first_step = (epoch - 1) * plan.batches_per_epoch
             order = seeds.epoch_order(hashes, config.seed, epoch)
             epoch_batches = split_batches(order, plan.batches_per_epoch)[: plan.steps - first_step]
-            meter = EpochMeter(device, epoch, plan.last_epoch, len(epoch_batches), progress)
+            meter = EpochMeter(device, epoch, plan.last_epoch, len(epoch_batches), progress, ranks.world)
             seen = DynamicsBuffer(len(ids), device) if config.record_dynamics else None
             model.train()
             augment_seed = seeds.torch_seed(config.seed, epoch, seeds.AUGMENT_STREAM)
@@ -223,9 +223,16 @@ class EpochMeter:
     """
 
     def __init__(
-        self, device: torch.device, epoch: int, epochs: int, steps: int, progress: ProgressCallback | None
+        self,
+        device: torch.device,
+        epoch: int,
+        epochs: int,
+        steps: int,
+        progress: ProgressCallback | None,
+        world: int = 1,
     ) -> None:
         self.device, self.epoch, self.epochs, self.steps, self.progress = device, epoch, epochs, steps, progress
+        self.world = world  # under torchrun, progress shows this rank's running means and the job's speed
         self.loss_sum = torch.zeros((), device=device)
         self.correct_sum = torch.zeros((), device=device, dtype=torch.int64)
         self.images, self.done, self.seconds = 0, 0, 0.0
@@ -241,7 +248,7 @@ class EpochMeter:
         if self.progress is not None and (now - self.last_report >= PROGRESS_INTERVAL_S or self.done == self.steps):
             self.last_report = now
             loss, accuracy = self.loss_sum.item() / self.images, self.correct_sum.item() / self.images
-            speed = self.images / (now - self.started)
+            speed = self.images * self.world / (now - self.started)
             self.progress(TrainProgress(self.epoch, self.epochs, self.done, self.steps, loss, accuracy, speed))
 
     def finish(self, step: int, lr: float, ranks: Ranks = SINGLE) -> dict[str, Any]:
