@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 
 # Bytes of an error message sent to the other ranks (longer messages are cut with an ellipsis).
 MESSAGE_BYTES = 1024
+# How long a rank waits in a collective for the others. Ranks finish a phase at different times
+# (one more probe to train, a slower shard of images to embed), and the process group's default
+# limit (10 minutes under NCCL) would end a healthy job; a rank that dies is noticed by torchrun,
+# which stops the job, so a long limit does not leave a broken job waiting.
+PEER_PATIENCE = timedelta(days=7)
 # What torchrun sets; WORLD_SIZE alone decides whether this process is part of a distributed job.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -125,7 +131,7 @@ def launched(device: str = "auto") -> Iterator[Ranks]:
             import torch
 
             torch.cuda.set_device(chosen)
-        dist.init_process_group("nccl" if chosen.startswith("cuda") else "gloo")
+        dist.init_process_group("nccl" if chosen.startswith("cuda") else "gloo", timeout=PEER_PATIENCE)
     try:
         with peers_lost(ranks):
             yield ranks
