@@ -54,9 +54,15 @@ def test_random_is_seeded_and_needs_no_probes(small_digits: Path, tmp_path: Path
     assert not (tmp_path / "random.probes").exists()
 
 
-def test_el2n_equals_the_mean_over_probe_predictions(small_digits: Path, tmp_path: Path) -> None:
-    scored = read_manifest(run_score(small_digits, tmp_path, "el2n"))
-    runs = sorted((tmp_path / "el2n.probes").glob("probe-*"))
+@pytest.fixture(scope="module")
+def el2n_scored(small_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """el2n from 2 probes trained in this process, shared by the tests that compare against it."""
+    return run_score(small_digits, tmp_path_factory.mktemp("el2n"), "el2n")
+
+
+def test_el2n_equals_the_mean_over_probe_predictions(small_digits: Path, el2n_scored: Path, tmp_path: Path) -> None:
+    scored = read_manifest(el2n_scored)
+    runs = sorted((el2n_scored.parent / "el2n.probes").glob("probe-*"))
     assert [run.name for run in runs] == ["probe-00", "probe-01"]
     manifest = read_manifest(small_digits)
     probs = np.stack([predict(run, manifest, device="cpu").probs.astype(np.float64) for run in runs])
@@ -143,8 +149,10 @@ def test_errors(small_digits: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "o.parquet").exists()
 
 
-def test_jobs_trains_probes_in_parallel_processes_with_the_same_result(small_digits: Path, tmp_path: Path) -> None:
-    serial = read_manifest(run_score(small_digits, tmp_path / "serial", "el2n"))
+def test_jobs_trains_probes_in_parallel_processes_with_the_same_result(
+    small_digits: Path, el2n_scored: Path, tmp_path: Path
+) -> None:
+    serial = read_manifest(el2n_scored)
     parallel = read_manifest(run_score(small_digits, tmp_path / "parallel", "el2n", "--jobs", "2"))
     # Same seeds per probe; only the threads per process differ, which may move the last float bits.
     np.testing.assert_allclose(parallel.score("el2n"), serial.score("el2n"), rtol=1e-4, atol=1e-6)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from datadiet_cli import console
+from datadiet_cli import console, distributed
 from datadiet_cli.io.files import check_output, check_output_folder
 from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.options import (
@@ -53,7 +53,8 @@ def score(
     probes_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Folder for the probe runs (default: OUT without .parquet + '.probes'); finished probes there are reused.",
+            help="Folder for the probe runs (default: OUT without .parquet + '.probes'); finished probes there are "
+            "reused. Under torchrun on several nodes it must be on storage every node shares.",
             show_default=False,
         ),
     ] = None,
@@ -73,7 +74,11 @@ def score(
         str | None, typer.Option(help="Output column name (default: the metric's name).", show_default=False)
     ] = None,
     jobs: Annotated[
-        int, typer.Option(help="Probes trained in parallel processes (one per GPU where several exist).")
+        int,
+        typer.Option(
+            help="Probes trained in parallel processes (one per GPU where several exist); under torchrun each "
+            "rank is one worker, so leave it at 1."
+        ),
     ] = 1,
     seed: Seed = 0,
     device: DeviceOption = Device.auto,
@@ -85,17 +90,25 @@ def score(
 
     Example: datadiet score train.parquet -o scored.parquet --metric el2n --probes 10 --probe-epochs 20
     """
-    check_output(output, manifest)
-    probes_dir = check_output_folder(probes_dir or output.with_suffix(".probes"), option="--probes-dir")
-    if not from_runs:
-        console.on_interrupt(lambda written: f"interrupted; {output} was not written; the probe runs in {probes_dir} "
-                                             "continue from their last finished epoch when the same command runs again")  # fmt: skip
-    config = ScoreConfig(metric=metric, probes=probes, probe_epochs=probe_epochs, probe_schedule=probe_schedule, recipe=recipe.value, arch=arch, augment=augment, seed=seed,
-                         variant=variant, subset=subset, grand_mode=grand_mode, device=device.value,
-                         jobs=jobs, column=column)  # fmt: skip
-    with console.progress_bar(f"{metric.value}: probes", quiet, unit="probes") as advance:
-        scored = score_manifest(read_manifest(manifest), config, probes_dir, from_runs or (), advance)
-    write_manifest(scored, output)
-    stats = scored.lineage()[-1].stats
-    console.summary(quiet, f"{stats['column']}: mean {stats['mean']:.4g}, std {stats['std']:.4g} over "
-                           f"{scored.num_rows:,} rows from {stats['probes']} probes -> {output}")  # fmt: skip
+    with distributed.launched(device.value) as ranks:
+        with distributed.together(ranks):  # every rank finds the same bad path: rank 0 alone says so
+            check_output(output, manifest)
+            probes_dir = check_output_folder(probes_dir or output.with_suffix(".probes"), option="--probes-dir")
+            source = read_manifest(manifest)
+        if not from_runs:
+            console.on_interrupt(lambda written: f"interrupted; {output} was not written; the probe runs in {probes_dir} "
+                                                 "continue from their last finished epoch when the same command runs again")  # fmt: skip
+        config = ScoreConfig(metric=metric, probes=probes, probe_epochs=probe_epochs, probe_schedule=probe_schedule, recipe=recipe.value, arch=arch, augment=augment, seed=seed,
+                             variant=variant, subset=subset, grand_mode=grand_mode, device=device.value,
+                             jobs=jobs, column=column)  # fmt: skip
+        # Rank 0's bar counts only the probes rank 0 trains; the other ranks show none.
+        label = f"{metric.value}: rank 0's share of the probes" if ranks.distributed else f"{metric.value}: probes"
+        with console.progress_bar(label, quiet or not ranks.main, unit="probes") as advance:
+            scored = score_manifest(source, config, probes_dir, from_runs or (), advance, ranks)
+        with distributed.together(ranks):  # the ranks waiting for rank 0's write stop too if it fails
+            if scored is not None:
+                write_manifest(scored, output)
+    if scored is not None:
+        stats = scored.lineage()[-1].stats
+        console.summary(quiet, f"{stats['column']}: mean {stats['mean']:.4g}, std {stats['std']:.4g} over "
+                               f"{scored.num_rows:,} rows from {stats['probes']} probes -> {output}")  # fmt: skip

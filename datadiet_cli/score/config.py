@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from datadiet_cli.distributed import SINGLE, Ranks
 from datadiet_cli.errors import OptionError
 from datadiet_cli.io.rundir import RunDir
 from datadiet_cli.score.registry import Metric, Need, metric_spec
@@ -41,7 +42,7 @@ class ScoreConfig:
     column: str | None = None  # output column; None = the metric's name
 
 
-def check_config(config: ScoreConfig, from_runs: Sequence[Path]) -> None:
+def check_config(config: ScoreConfig, from_runs: Sequence[Path], ranks: Ranks = SINGLE) -> None:
     """Every option check, before any probe trains."""
     if config.probes < 1:
         raise OptionError(f"--probes {config.probes} must be at least 1")
@@ -53,6 +54,12 @@ def check_config(config: ScoreConfig, from_runs: Sequence[Path]) -> None:
         raise OptionError(f"--variant {config.variant}: use max or entropy")
     if config.jobs < 1:
         raise OptionError(f"--jobs {config.jobs} must be at least 1")
+    if config.jobs > 1 and ranks.distributed:
+        # Pools inside ranks would put several probes on one rank's device and oversubscribe its cores.
+        raise OptionError(
+            f"--jobs {config.jobs}: under torchrun each of the {ranks.world} ranks already trains its own probes; "
+            "drop --jobs and set the number of workers with torchrun --nproc-per-node"
+        )
     if config.probe_schedule is ProbeSchedule.truncated and metric_spec(config.metric).needs is not Need.nothing:
         planned = recipe_with(config.recipe).epochs
         if config.probe_epochs > planned:

@@ -2,7 +2,8 @@
 
 So an interrupted scoring picks up where it stopped, and `--from-runs` can score runs trained
 elsewhere. What the metric needs decides how probes train: forgetting's record dynamics,
-memorization's train on seeded subsets of the rows.
+memorization's train on seeded subsets of the rows. Under torchrun rank r trains probes
+r, r+W, r+2W, ... of the same list, each an ordinary one-process run on the rank's device.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datadiet_cli.data import seeds
+from datadiet_cli.distributed import SINGLE, Ranks
 from datadiet_cli.errors import OptionError
 from datadiet_cli.io.manifest import Manifest, read_manifest, write_manifest
 from datadiet_cli.io.rundir import RunDir
@@ -35,9 +37,9 @@ class ProbeJob:
     threads: int  # torch threads of its process
 
 
-def probe_jobs(n_rows: int, config: ScoreConfig, probes_dir: Path) -> list[ProbeJob]:
-    """The K probes to train, each on its own device (round robin) and training rows."""
-    devices = _probe_devices(config)
+def probe_jobs(n_rows: int, config: ScoreConfig, probes_dir: Path, ranks: Ranks = SINGLE) -> list[ProbeJob]:
+    """The K probes to train, each on its own device (round robin; under torchrun, the rank's) and training rows."""
+    devices = [ranks.device] if ranks.distributed else _probe_devices(config)
     threads = max(1, (os.cpu_count() or 1) // config.jobs)
     on_subsets = metric_spec(config.metric).needs is Need.membership
     jobs = []
@@ -66,11 +68,17 @@ def train_probes(
     probes_dir: Path | None,
     pixels: np.ndarray | None,
     progress: ProgressCallback | None,
+    ranks: Ranks = SINGLE,
 ) -> list[Path]:
-    """Train (or finish) the K probe runs; a probe already complete in probes_dir is reused."""
+    """Train (or finish) this rank's share of the K probe runs and return all K run folders, in probe order.
+
+    A probe already complete in probes_dir is reused. `progress(done, total)` counts this rank's probes.
+    """
     if probes_dir is None:
         raise OptionError("training probes needs a folder for them (--probes-dir)")
-    jobs = probe_jobs(manifest.num_rows, config, probes_dir)
+    every_job = probe_jobs(manifest.num_rows, config, probes_dir, ranks)
+    # Interleaved rather than contiguous: with probes added later (more --probes) the new ones still spread.
+    jobs = every_job[ranks.rank :: ranks.world]
     if progress is not None:
         progress(0, len(jobs))
     if config.jobs == 1:
@@ -88,7 +96,7 @@ def train_probes(
                 future.result()
                 if progress is not None:
                     progress(1, len(jobs))
-    return [job.run_dir for job in jobs]
+    return [job.run_dir for job in every_job]
 
 
 def _train_probe(manifest: Manifest, config: ScoreConfig, job: ProbeJob, pixels: np.ndarray | None) -> Path:
