@@ -9,11 +9,13 @@ real `torchrun` instead (slower: its agent imports torch too), to test that path
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,24 +56,30 @@ def run_ranks(
         return [RankResult(done.returncode, done.stdout, done.stderr)]
     environment |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world)}
     script = [sys.executable, "-m", "tests.rank_driver", json.dumps(commands)]
-    processes = [
-        subprocess.Popen(
-            script,
-            env=environment | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(world)
-    ]
-    results = []
-    for process in processes:
+    # Output goes to files, not pipes: a rank writing more than a pipe holds must not block the job.
+    with contextlib.ExitStack() as files:
+        outputs = [(files.enter_context(tempfile.TemporaryFile("w+")), files.enter_context(tempfile.TemporaryFile("w+")))
+                   for _ in range(world)]  # fmt: skip
+        processes = [
+            subprocess.Popen(
+                script,
+                env=environment | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+                cwd=REPO_ROOT,
+                stdout=outputs[rank][0],
+                stderr=outputs[rank][1],
+                text=True,
+            )
+            for rank in range(world)
+        ]
         try:
-            stdout, stderr = process.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            for other in processes:
-                other.kill()
-            raise
-        results.append(RankResult(process.returncode, stdout, stderr))
+            codes = [process.wait(timeout=TIMEOUT_S) for process in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+        results = []
+        for code, (stdout, stderr) in zip(codes, outputs, strict=True):
+            stdout.seek(0)
+            stderr.seek(0)
+            results.append(RankResult(code, stdout.read(), stderr.read()))
     return results

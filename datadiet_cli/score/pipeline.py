@@ -4,17 +4,14 @@ Check the options, train (or reuse) the probes the metric needs, let the metric'
 entry turn the probes' readings into scores, and record it all in the manifest.
 
 Under torchrun every rank trains its share of the probes (probes.py); once all are finished,
-rank 0 alone reads them and scores. Ranks wait for each other in a gloo group with a long
-time limit, because one rank's extra probe (or rank 0's prediction passes) can outlast the
-process group's own limit (10 minutes under NCCL) while the others sit in a collective.
+rank 0 alone reads them and scores. (Ranks that finish first wait in `together`'s collective:
+distributed.PEER_PATIENCE lets them outwait a rank with one more probe to train.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +27,6 @@ from datadiet_cli.score.readings import ProbeReadings, checkpoint_digest
 from datadiet_cli.score.registry import Need, metric_spec
 
 ProgressCallback = Callable[[int, int], None]
-
-# How long a rank waits for the others to finish their probes: longer than any probe trains.
-PEER_PATIENCE = timedelta(days=7)
 
 
 def score_manifest(
@@ -54,16 +48,15 @@ def score_manifest(
     runs: list[Path] = []
     pixels = None
     scored = None
-    with _patient_group(ranks) as group:
-        with _phase(ranks, group):
-            check_config(config, from_runs, ranks)
-            # With --from-runs there is nothing to train: only rank 0, which reads the runs, decodes images.
-            if spec.needs is not Need.nothing and (ranks.main or not from_runs):
-                pixels = _pixels_or_none(manifest)
-                runs = list(from_runs) or train_probes(manifest, config, probes_dir, pixels, progress, ranks)
-        with _phase(ranks, group):
-            if ranks.main:
-                scored = _scored(manifest, config, runs, pixels, ranks)
+    with distributed.together(ranks):  # every rank waits for the last probe; any rank's error is every rank's
+        check_config(config, from_runs, ranks)
+        # With --from-runs there is nothing to train: only rank 0, which reads the runs, decodes images.
+        if spec.needs is not Need.nothing and (ranks.main or not from_runs):
+            pixels = _pixels_or_none(manifest)
+            runs = list(from_runs) or train_probes(manifest, config, probes_dir, pixels, progress, ranks)
+    with distributed.together(ranks):
+        if ranks.main:
+            scored = _scored(manifest, config, runs, pixels, ranks)
     return scored
 
 
@@ -96,32 +89,3 @@ def _pixels_or_none(manifest: Manifest) -> np.ndarray | None:
     from datadiet_cli.train import batches
 
     return images.load_images(manifest) if batches.is_small(manifest) else None
-
-
-@contextmanager
-def _patient_group(ranks: Ranks) -> Iterator[Any]:
-    """A gloo group of every rank that may wait PEER_PATIENCE in a barrier; None outside torchrun."""
-    if not ranks.distributed:
-        yield None
-        return
-    import torch.distributed as dist
-
-    group = dist.new_group(backend="gloo", timeout=PEER_PATIENCE)
-    try:
-        yield group
-    finally:
-        dist.destroy_process_group(group)
-
-
-@contextmanager
-def _phase(ranks: Ranks, group: Any) -> Iterator[None]:
-    """A block that takes each rank a different time and may fail on some: every rank waits for
-    the slowest in `group`, then any rank's error becomes every rank's."""
-    with distributed.together(ranks):
-        try:
-            yield
-        finally:
-            if group is not None:
-                import torch.distributed as dist
-
-                dist.barrier(group=group)

@@ -14,7 +14,6 @@ of classes from the manifest (`dataset.classes`).
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from datadiet_cli.errors import OptionError
@@ -45,6 +44,8 @@ def check_architecture(arch: str) -> None:
     """Refuse an --arch build_model cannot build, before any pixel is decoded."""
     if arch in ("smallcnn", "resnet18", "resnet50"):
         return
+    import torchvision  # on demand: ~1 s of start-up that smallcnn runs do not need
+
     if not arch.startswith(TORCHVISION_PREFIX):
         raise OptionError(f"--arch {arch}: unknown architecture; use one of {', '.join(ARCHITECTURES)}")
     name = arch.removeprefix(TORCHVISION_PREFIX)
@@ -81,6 +82,8 @@ def small_cnn(
 
 
 def resnet(arch: str, num_classes: int, in_channels: int, cifar_stem: bool) -> nn.Module:
+    import torchvision  # on demand: ~1 s of start-up that smallcnn runs do not need
+
     model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     if cifar_stem:
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -91,6 +94,8 @@ def resnet(arch: str, num_classes: int, in_channels: int, cifar_stem: bool) -> n
 
 
 def torchvision_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    import torchvision  # on demand: ~1 s of start-up that smallcnn runs do not need
+
     options: dict[str, object] = {"weights": None, "num_classes": num_classes}
     if name in ("googlenet", "inception_v3"):
         options["aux_logits"] = False  # their auxiliary heads return tuples; train uses the main head only

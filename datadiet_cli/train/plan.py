@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 
 from datadiet_cli import __version__
 from datadiet_cli.errors import ColumnError, ManifestError, OptionError
@@ -155,7 +155,7 @@ def run_settings(
             "channels_last": channels_last,
             "world_size": world_size,  # processes under torchrun: the run is the same at any (docs/distributed.md)
             "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
+            "torchvision": version("torchvision"),  # without importing it: smallcnn runs need none of it
         },
     }
 
