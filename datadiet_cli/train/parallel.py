@@ -86,29 +86,33 @@ def global_batchnorm(model: nn.Module) -> nn.Module:
 class GlobalBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch, summed over the ranks.
 
-    Two-pass (mean, then the centred second moment) in float32, through differentiable
-    all-reduces: the backward pass sums each statistic's gradient over the ranks, as SyncBatchNorm
-    does. Running statistics follow BatchNorm's rule (unbiased variance). Same state-dict keys as
-    BatchNorm2d, so a checkpoint resumes in one process without it.
+    Each rank sums its part's values and squares per channel, then one differentiable
+    all-reduce sums (count, sum, sum of squares) over the ranks: the backward pass sums each
+    statistic's gradient over the ranks, as SyncBatchNorm does. Normalising is one multiply-add
+    per value. Running statistics follow BatchNorm's rule (unbiased variance). Same state-dict
+    keys as BatchNorm2d, so a checkpoint resumes in one process without it.
     """
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not self.training or not dist.is_initialized():
             return super().forward(images)
-        floats = images.float()  # (B, C, H, W)
-        total = torch.tensor(float(floats.numel() // floats.shape[1]), device=floats.device)
-        dist.all_reduce(total)  # values per channel in the global batch
-        mean = SummedOverRanks.apply(floats.sum(dim=(0, 2, 3))) / total  # (C,)
-        centred = floats - mean[None, :, None, None]
-        variance = (
-            SummedOverRanks.apply((centred * centred).sum(dim=(0, 2, 3))) / total
-        )  # (C,) biased, as BatchNorm uses
-        normalised = centred * torch.rsqrt(variance + self.eps)[None, :, None, None]
+        floats = images if images.dtype == torch.float32 else images.float()  # (B, C, H, W); stats in fp32
+        channels = floats.shape[1]
+        count = floats.new_full((1,), float(floats.numel() // channels))
+        # Plain sums, not var_mean: on the CPU they are ~8x faster over channels-last activations.
+        sums = SummedOverRanks.apply(
+            torch.cat([count, floats.sum(dim=(0, 2, 3)), (floats * floats).sum(dim=(0, 2, 3))])
+        )  # (1 + 2C,): the global batch's count, sum and sum of squares per channel
+        total = sums[0].detach()
+        mean = sums[1 : 1 + channels] / total
+        variance = (sums[1 + channels :] / total - mean * mean).clamp(min=0.0)  # biased, as BatchNorm normalises
+        scale = torch.rsqrt(variance + self.eps)
+        shift = -mean * scale
         if self.affine:
-            normalised = normalised * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
         if self.track_running_stats:
             self.update_running_stats(mean.detach(), variance.detach(), float(total))
-        return normalised.to(images.dtype)
+        return torch.addcmul(shift[None, :, None, None], floats, scale[None, :, None, None]).to(images.dtype)
 
     @torch.no_grad()
     def update_running_stats(self, mean: torch.Tensor, variance: torch.Tensor, count: float) -> None:
