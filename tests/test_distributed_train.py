@@ -151,3 +151,14 @@ def test_a_global_batch_that_does_not_split_is_one_line_printed_once(job: Job) -
         "error: --batch-size 15: the global batch must split evenly over 2 ranks; use a multiple of 2"
     )
     assert "error" not in second.stderr and not (job.folder / "odd").exists()
+
+
+def test_the_real_torchrun_launches_datadiet_and_one_process_commands_refuse(tmp_path: Path) -> None:
+    (done,) = run_ranks([["prune", str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out.parquet"),
+                          "--keep", "random", "--fraction", "0.5"]], torchrun=True)  # fmt: skip
+    assert done.returncode == 1  # torchrun's own code for a job whose processes failed
+    refusal = (
+        "error: prune runs in one process: run it without torchrun (torchrun runs train, score, cluster, evaluate)"
+    )
+    assert done.stdout.count(refusal) + done.stderr.count(refusal) == 2  # each rank read torchrun's environment
+    assert not (tmp_path / "out.parquet").exists()
