@@ -160,5 +160,6 @@ def test_the_real_torchrun_launches_datadiet_and_one_process_commands_refuse(tmp
     refusal = (
         "error: prune runs in one process: run it without torchrun (torchrun runs train, score, cluster, evaluate)"
     )
-    assert done.stdout.count(refusal) + done.stderr.count(refusal) == 2  # each rank read torchrun's environment
+    # torchrun stops the other rank as soon as one fails, so it may not live to print the line too.
+    assert 1 <= done.stdout.count(refusal) + done.stderr.count(refusal) <= 2
     assert not (tmp_path / "out.parquet").exists()
