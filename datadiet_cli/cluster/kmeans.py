@@ -4,6 +4,11 @@ Arrays in, arrays out (`kmeans`); prototypes.py turns the fit into the paper's s
 k-means runs in chunks of rows, so memory grows with chunk x k, never with N x k.
 Engines: torch (any device), scikit-learn's Lloyd (CPU), or faiss's nearest-centroid search
 inside the same Lloyd loop as torch (CPU). torch is imported inside functions.
+
+Under torchrun (`ranks`) each rank holds a contiguous block of the rows: k-means++ and Lloyd run
+on every rank's rows at once (sharded.py: sums, counts and the few rows the seeding picks travel;
+the embeddings never do). One process is the world-size-1 case of the same code, so the torch and
+faiss engines give the same clusters at any world size; scikit-learn runs in one process only.
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from datadiet_cli.cluster.sharded import (
+    draw_rows,
+    farthest_rows,
+    fetch_rows,
+    mean_variance,
+    row_blocks,
+    sums_by_rank,
+)
 from datadiet_cli.data import seeds
+from datadiet_cli.distributed import SINGLE, Ranks, all_sum, all_sum_
 from datadiet_cli.errors import OptionError
 
 if TYPE_CHECKING:
@@ -86,7 +100,11 @@ def kmeans_device(device: str) -> str:
     return "cpu" if chosen.type in ("cpu", "mps") else str(chosen)
 
 
-def resolve_engine(engine: Engine, device: str, spherical: bool) -> Engine:
+def resolve_engine(engine: Engine, device: str, spherical: bool, distributed: bool = False) -> Engine:
+    """The engine that runs: `auto` is torch on a GPU; on the CPU faiss when installed, else scikit-learn
+    in one process and torch under torchrun (`distributed`), where scikit-learn cannot run."""
+    if engine is Engine.sklearn and distributed:
+        raise OptionError("--engine sklearn runs in one process; under torchrun use --engine torch or faiss")
     if engine is Engine.sklearn and spherical:
         raise OptionError("--engine sklearn cannot keep unit-length centroids for --spherical; use --engine torch")
     if engine is Engine.faiss:
@@ -100,7 +118,7 @@ def resolve_engine(engine: Engine, device: str, spherical: bool) -> Engine:
         return Engine.torch
     if faiss_available():
         return Engine.faiss
-    return Engine.torch if spherical else CPU_ENGINE
+    return Engine.torch if spherical or distributed else CPU_ENGINE
 
 
 def faiss_available() -> bool:
@@ -125,30 +143,39 @@ def kmeans(
     config: ClusterConfig,
     device: str = "cpu",
     progress: ProgressCallback | None = None,
+    ranks: Ranks = SINGLE,
 ) -> KMeansResult:
-    """k-means++ then Lloyd on (a seeded sample of) the rows; every row assigned to the final centroids."""
+    """k-means++ then Lloyd on (a seeded sample of) the rows; every row assigned to the final centroids.
+
+    embeddings: (n, D) this rank's block of the N rows clustered (all N in one process; under torchrun
+    rank r holds the r-th contiguous block). The result's labels and distances are this rank's rows;
+    centroids, inertia, iterations and fit_rows are the whole job's, equal on every rank.
+    """
     import torch
 
     matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
-    n_rows = len(matrix)
+    blocks = row_blocks(ranks, len(matrix))
+    n_rows = blocks.total
     if k < 1:
         raise OptionError(f"--k {k} must be at least 1")
     if k > n_rows:
         raise OptionError(f"--k {k} is larger than the number of rows ({n_rows}); use a smaller --k")
     if config.iters < 1:
         raise OptionError(f"--iters {config.iters} must be at least 1")
-    engine = resolve_engine(config.engine, device, config.spherical)
+    engine = resolve_engine(config.engine, device, config.spherical, ranks.distributed)
     sample = fit_sample(n_rows, config.fit_fraction, k, config.seed)
     rng = seeds.rng(config.seed, seeds.KMEANS_INIT)
     with torch.inference_mode():
         points = torch.from_numpy(matrix).to(device)
         if config.spherical:
             points = unit_rows(points)
+        if sample is not None:  # this rank's rows of the global sample, as positions in its block
+            sample = sample[(sample >= blocks.start) & (sample < blocks.start + len(matrix))] - blocks.start
         fit_points = points if sample is None else points[torch.from_numpy(sample).to(device)]
         fit_sq = fit_points.square().sum(1)
         chunk = chunk_rows(len(fit_points), k + fit_points.shape[1], device)
-        tolerance = config.tol * mean_variance(fit_points, fit_sq)
-        initial = kmeans_plusplus(fit_points, fit_sq, k, rng)
+        tolerance = config.tol * mean_variance(fit_points, fit_sq, ranks)
+        initial, initial_rows = seed_centres(fit_points, fit_sq, k, rng, ranks)
         if engine is Engine.sklearn:
             centroids, iterations, converged = _lloyd_sklearn(fit_points, initial, config)
             centroids = centroids.to(device)
@@ -156,27 +183,21 @@ def kmeans(
                 progress(config.iters, config.iters)
         else:
             centroids, iterations, converged = _lloyd_torch(
-                fit_points, fit_sq, fit_points[initial].clone(), config, tolerance, chunk, progress, engine
+                fit_points, fit_sq, initial_rows, config, tolerance, chunk, progress, engine, ranks
             )
-        final_chunk = chunk_rows(n_rows, k + points.shape[1], device)
+        final_chunk = chunk_rows(len(points), k + points.shape[1], device)
         labels, _ = nearest_centroids(points, points.square().sum(1), centroids, final_chunk, engine)
         distances, squared = exact_distances(points, centroids, labels, config.spherical)
     return KMeansResult(
         labels=labels.cpu().numpy().astype(np.int64),
         distances=distances.cpu().numpy(),
         centroids=centroids.float().cpu().numpy(),
-        inertia=float(squared.sum()),
+        inertia=float(all_sum(ranks, np.array([float(squared.sum())]))[0]),
         iterations=iterations,
         converged=converged,
         engine=engine.value,
-        fit_rows=len(fit_points),
+        fit_rows=row_blocks(ranks, len(fit_points)).total,
     )
-
-
-def mean_variance(points: torch.Tensor, points_sq: torch.Tensor) -> float:
-    """Mean over features of the variance, from the row norms already computed (one more pass, not three)."""
-    mean = points.mean(0).double()
-    return float((points_sq.double().mean() - mean.square().sum()) / points.shape[1])
 
 
 def unit_rows(points: torch.Tensor) -> torch.Tensor:
@@ -205,11 +226,14 @@ def assign(
     chunk: int,
     accumulate: bool,
     engine: Engine = Engine.torch,
+    into: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Nearest centroid of every row and, with `accumulate`, the float64 sum and count of each cluster's rows.
 
     One pass over the rows: each chunk is summed while it is still in cache. Memory: chunk x (k + D).
     With the faiss engine, faiss's exhaustive L2 search finds the nearest centroids (CPU only).
+    `into`: a zeroed float64 buffer of at least k x D + k values; the sums (k, D) and then the counts
+    (k,) accumulate in it, so that one all-reduce of the buffer sums them over ranks without a copy.
     """
     import torch
 
@@ -221,8 +245,10 @@ def assign(
     narrow = k < NARROW_K
     labels = torch.empty(len(points), dtype=torch.int64, device=device)
     squared = torch.empty(len(points), dtype=points.dtype, device=device)
-    sums = torch.zeros(k, width, dtype=torch.float64, device=device) if accumulate else None
-    counts = torch.zeros(k, dtype=torch.float64, device=device) if accumulate else None
+    sums = counts = None
+    if accumulate:
+        buffer = torch.zeros(k * width + k, dtype=torch.float64, device=device) if into is None else into
+        sums, counts = buffer[: k * width].view(k, width), buffer[k * width : k * width + k]
     for start in range(0, len(points), chunk):
         stop = min(start + chunk, len(points))
         rows = points[start:stop]
@@ -276,40 +302,61 @@ def faiss_index(centroids: torch.Tensor) -> Any:
     return index
 
 
-def kmeans_plusplus(points: torch.Tensor, points_sq: torch.Tensor, k: int, rng: np.random.Generator) -> np.ndarray:
+def kmeans_plusplus(
+    points: torch.Tensor, points_sq: torch.Tensor, k: int, rng: np.random.Generator, ranks: Ranks = SINGLE
+) -> np.ndarray:
     """Greedy k-means++ (Arthur & Vassilvitskii, 2007): 2 + ln k candidates per centre, keep the best.
 
-    Returns the row indices of the k initial centres. Draws come from `rng` on the host,
-    so the same seed gives the same centres on every device.
+    Returns the (global) row indices of the k initial centres. Draws come from `rng` on the host,
+    so the same seed gives the same centres on every device and at every world size.
+    """
+    return seed_centres(points, points_sq, k, rng, ranks)[0]
+
+
+def seed_centres(
+    points: torch.Tensor, points_sq: torch.Tensor, k: int, rng: np.random.Generator, ranks: Ranks = SINGLE
+) -> tuple[np.ndarray, torch.Tensor]:
+    """k-means++ over every rank's rows: (k,) global row indices and the (k, D) centres, on every rank.
+
+    Each rank keeps the distances of its own rows; per centre, the candidate rows and each rank's
+    share of the candidates' potentials cross ranks (two small collectives).
     """
     import torch
 
-    n_rows = len(points)
+    blocks = row_blocks(ranks, len(points))
+    n_rows = blocks.total
     trials = 2 + int(math.log(k))
     chosen = [int(rng.integers(n_rows))]
-    closest = squared_distances_to(points, points_sq, [chosen[0]]).squeeze(1).double()
-    potential = float(closest.sum())
+    centres = [fetch_rows(ranks, blocks, points, chosen)]
+    closest = squared_distances_to_centres(points, points_sq, centres[0]).squeeze(1).double()
+    potential_sum, shares = sums_by_rank(ranks, closest.sum().reshape(1))
+    potential, totals = float(potential_sum[0]), shares[:, 0]
     for _ in range(1, k):
         if potential > 0:
-            cumulative = torch.cumsum(closest, 0)
-            targets = torch.from_numpy(rng.random(trials) * potential).to(closest.device)
-            candidates = torch.searchsorted(cumulative, targets).clamp_(max=n_rows - 1).tolist()
+            targets = rng.random(trials) * potential
+            candidates, rows = draw_rows(ranks, blocks, torch.cumsum(closest, 0), totals, targets, points)
         else:  # every row already sits on a centre: any row will do
             candidates = rng.integers(n_rows, size=trials).tolist()
-        candidate_sq = squared_distances_to(points, points_sq, candidates).double()  # (N, trials), small
+            rows = fetch_rows(ranks, blocks, points, candidates)
+        candidate_sq = squared_distances_to_centres(points, points_sq, rows).double()  # (n, trials), small
         merged = torch.minimum(closest[:, None], candidate_sq)
-        potentials = merged.sum(0)
+        potentials, shares = sums_by_rank(ranks, merged.sum(0))
         best = int(potentials.argmin())
         chosen.append(candidates[best])
-        closest, potential = merged[:, best].contiguous(), float(potentials[best])
-    return np.asarray(chosen, dtype=np.int64)
+        centres.append(rows[best : best + 1])
+        closest, potential, totals = merged[:, best].contiguous(), float(potentials[best]), shares[:, best]
+    return np.asarray(chosen, dtype=np.int64), torch.cat(centres)
 
 
 def squared_distances_to(points: torch.Tensor, points_sq: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
     """(N, len(rows)) squared distances from every point to a few of the points."""
+    return squared_distances_to_centres(points, points_sq, points[list(rows)])
+
+
+def squared_distances_to_centres(points: torch.Tensor, points_sq: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(N, C) squared distances from every point to each of C centres (C, D)."""
     import torch
 
-    centres = points[list(rows)]
     base = points_sq[:, None] + centres.square().sum(1)[None, :]
     return torch.addmm(base, points, centres.T, alpha=-2.0).clamp_min_(0.0)
 
@@ -323,26 +370,37 @@ def _lloyd_torch(
     chunk: int,
     progress: ProgressCallback | None,
     engine: Engine = Engine.torch,
+    ranks: Ranks = SINGLE,
 ) -> tuple[torch.Tensor, int, bool]:
+    """Lloyd iterations from `centroids` (k, D); under torchrun, on every rank's rows at once."""
     import torch
 
+    k, width = centroids.shape
     previous: torch.Tensor | None = None
     for iteration in range(1, config.iters + 1):
-        labels, squared, sums, counts = assign(points, points_sq, centroids, chunk, accumulate=True, engine=engine)
+        # Under torchrun one all-reduce per iteration: the sums, the counts, and how many ranks' labels moved.
+        packed = (
+            torch.zeros(k * width + k + 1, dtype=torch.float64, device=points.device) if ranks.distributed else None
+        )
+        labels, squared, sums, counts = assign(points, points_sq, centroids, chunk, True, engine, packed)
         assert sums is not None and counts is not None
+        unchanged = previous is not None and torch.equal(previous, labels)
+        if packed is not None:  # sums and counts are views of it, summed in place
+            packed[-1] = 0.0 if unchanged else 1.0
+            all_sum_(ranks, packed)
+            unchanged = previous is not None and float(packed[-1]) == 0.0
         updated = (sums / counts.clamp_min(1)[:, None]).to(centroids.dtype)
         empty = torch.nonzero(counts == 0).flatten()
         if len(empty):
             # sklearn's remedy: an empty cluster restarts at the rows farthest from their centroids.
-            farthest = torch.topk(squared, len(empty)).indices
-            updated[empty] = points[farthest]
+            updated[empty] = farthest_rows(ranks, points, squared, len(empty))
         if config.spherical:
             updated = unit_rows(updated)
         shift = float((updated - centroids).double().square().sum())
         centroids = updated
         if progress is not None:
             progress(1, config.iters)
-        if (previous is not None and torch.equal(previous, labels)) or shift <= tolerance:
+        if unchanged or shift <= tolerance:
             if progress is not None:
                 progress(config.iters - iteration, config.iters)
             return centroids, iteration, True

@@ -5,13 +5,17 @@ from typing import Annotated
 
 import typer
 
-from datadiet_cli import console
+from datadiet_cli import console, distributed
 from datadiet_cli.cluster.embed import EmbedConfig
 from datadiet_cli.cluster.kmeans import ClusterConfig, Engine
-from datadiet_cli.cluster.pipeline import ClusterJob, cluster_manifest
-from datadiet_cli.io.files import check_output
-from datadiet_cli.io.manifest import read_manifest, write_manifest
-from datadiet_cli.io.tables import write_embeddings
+from datadiet_cli.cluster.pipeline import (
+    ClusterJob,
+    check_outputs,
+    cluster_manifest,
+    import_before_launch,
+    write_outputs,
+)
+from datadiet_cli.io.manifest import read_manifest
 from datadiet_cli.options import (
     Device,
     DeviceOption,
@@ -49,7 +53,8 @@ def cluster(
         list[Path] | None,
         typer.Option(
             metavar="FILE",
-            help="Precomputed embeddings instead of an encoder: Parquet with id + embedding, or .npy with --embedding-ids.",
+            help="Precomputed embeddings instead of an encoder: Parquet with id + embedding (a file, or a folder "
+            "of parts as --save-embeddings writes under torchrun), or .npy with --embedding-ids.",
             show_default=False,
         ),
     ] = None,
@@ -63,7 +68,9 @@ def cluster(
     save_embeddings: Annotated[
         Path | None,
         typer.Option(
-            help="Also write the embeddings (Parquet: id + embedding) for reuse with --embeddings.", show_default=False
+            help="Also write the embeddings (Parquet: id + embedding) for reuse with --embeddings; under torchrun "
+            "a folder of one part per process (part-00000.parquet, ...), read as one table.",
+            show_default=False,
         ),
     ] = None,
     k: Annotated[
@@ -96,7 +103,7 @@ def cluster(
         Engine,
         typer.Option(
             help="k-means implementation: auto = torch on a GPU; on the CPU faiss when installed "
-            "(pip install 'datadiet[faiss]'), else scikit-learn."
+            "(pip install 'datadiet[faiss]'), else scikit-learn (torch under torchrun, where sklearn cannot run)."
         ),
     ] = Engine.auto,
     device: DeviceOption = Device.auto,
@@ -108,30 +115,36 @@ def cluster(
 
     Adds `cluster` (int64), `proto_dist` (distance to the nearest centroid: far = atypical = hard) and, when every row is labeled, `sup_proto_dist` (distance to the mean embedding of its class). Encoder weights are never downloaded.
 
+    Under torchrun each process embeds its share of the rows, with one process's clusters: torchrun --nproc-per-node 2 -m datadiet_cli cluster cifar.parquet -o clustered.parquet --encoder MODEL.pt2
+
     Example: datadiet cluster cifar.parquet -o clustered.parquet --encoder ../shared/models/efficientnet_lite0_imagenet.pt2
     """
     inputs = (manifest, *(embeddings or ()), *([embedding_ids] if embedding_ids else []))
-    check_output(output, *inputs)
-    if save_embeddings is not None:
-        check_output(save_embeddings, *inputs, output, option="--save-embeddings")
-    job = ClusterJob(
-        cluster=ClusterConfig(k=k, iters=iters, fit_fraction=fit_fraction, spherical=spherical, engine=engine,
-                              ensemble=ensemble, seed=seed),
-        embed=EmbedConfig(image_size=image_size, batch_size=batch_size, device=device.value),
-        encoders=tuple(encoder or ()), weights=tuple(weights or ()), embedding_files=tuple(embeddings or ()),
-        embedding_ids=embedding_ids, root=root, keep_embeddings=save_embeddings is not None,
-    )  # fmt: skip
-    source = read_manifest(manifest)
-    result = cluster_manifest(source, job, lambda description, unit: console.progress_bar(description, quiet, unit))
-    if save_embeddings is not None and result.embeddings is not None:
-        kept = result.embeddings
-        write_embeddings(source.ids(), kept.matrix, save_embeddings, {"encoder": dict(kept.identity)})
-    write_manifest(result.manifest, output)
+    if distributed.from_environment().distributed:
+        import_before_launch()
+    with distributed.launched(device.value) as ranks:
+        with distributed.together(ranks):
+            check_outputs(output, save_embeddings, inputs, ranks)
+            source = read_manifest(manifest)
+        job = ClusterJob(
+            cluster=ClusterConfig(k=k, iters=iters, fit_fraction=fit_fraction, spherical=spherical, engine=engine,
+                                  ensemble=ensemble, seed=seed),
+            embed=EmbedConfig(image_size=image_size, batch_size=batch_size, device=ranks.device),
+            encoders=tuple(encoder or ()), weights=tuple(weights or ()), embedding_files=tuple(embeddings or ()),
+            embedding_ids=embedding_ids, root=root, keep_embeddings=save_embeddings is not None,
+        )  # fmt: skip
+        silent = quiet or not ranks.main  # one progress display and summary per job: rank 0's
+        result = cluster_manifest(source, job, lambda what, unit: console.progress_bar(what, silent, unit), ranks)
+        write_outputs(result, source, output, save_embeddings, ranks)
+    if result.manifest is None:
+        return
     stats = result.manifest.lineage()[-1].stats
     fit = stats["fits"][0]
     console.summary(
         quiet,
-        f"clustered {stats['rows']:,} rows into k={stats['k']} ({fit['engine']}, {fit['iterations']} iterations, "
+        f"clustered {stats['rows']:,} rows into k={stats['k']} ({fit['engine']}, "
+        + (f"{stats['processes']} processes, " if "processes" in stats else "")
+        + f"{fit['iterations']} iterations, "
         f"fit on {fit['fit_rows']:,} rows); wrote cluster, proto_dist"
         + (", sup_proto_dist" if stats["supervised"] else "")
         + f" -> {output}",

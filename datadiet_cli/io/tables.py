@@ -1,12 +1,16 @@
 """Parquet files that are not manifests: embeddings (id + vector) and plain per-example tables.
 
 Training dynamics and predictions are plain tables; their metadata is JSON in the schema.
+Embeddings are one Parquet file, or (written under torchrun, one part per rank) a folder of
+part-00000.parquet, part-00001.parquet, ... that pyarrow, DuckDB and polars read as one table.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datadiet_cli.errors import ColumnError, DatadietError, TableError
-from datadiet_cli.io.files import atomic_path, to_jsonable, unsearchable_folder
+from datadiet_cli.errors import ColumnError, DatadietError, EmbeddingError, OptionError, OutputError, TableError
+from datadiet_cli.io.files import atomic_path, stale_temporaries, to_jsonable, unsearchable_folder
 
 
 def read_parquet(
@@ -95,6 +99,36 @@ def read_embeddings(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str,
     return ids.to_numpy(zero_copy_only=False).astype(object), matrix, metadata
 
 
+def read_embedding_ids(path: Path) -> np.ndarray:
+    """The `id` column alone of an embeddings file (str object array), checked as `read_embeddings` checks it."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as failure:
+        reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+        raise TableError(f"{path}: not a Parquet embeddings file ({reason})") from None
+    for column in ("id", "embedding"):
+        if column not in schema.names:
+            raise ColumnError(
+                f"{path}: no '{column}' column; an embeddings file has 'id' and a float list column 'embedding'"
+            )
+    ids = pq.read_table(path, columns=["id"]).column("id")
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        raise ColumnError(f"{path}: column 'id' is {ids.type}; ids must be strings")
+    if ids.null_count:
+        raise ColumnError(f"{path}: column 'id' has {ids.null_count} null values")
+    return ids.to_numpy(zero_copy_only=False).astype(object)
+
+
+def read_embedding_matrix(path: Path) -> np.ndarray:
+    """The `embedding` column alone of an embeddings file, as a float32 (N, D) matrix."""
+    try:
+        vectors = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
+    except (pa.ArrowException, OSError) as failure:
+        reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+        raise TableError(f"{path}: not a Parquet embeddings file ({reason})") from None
+    return _list_column_matrix(path, vectors)
+
+
 def _list_column_matrix(path: Path, vectors: pa.Array) -> np.ndarray:
     if vectors.null_count:
         raise ColumnError(f"{path}: column 'embedding' has {vectors.null_count} null rows")
@@ -117,6 +151,130 @@ def _list_column_matrix(path: Path, vectors: pa.Array) -> np.ndarray:
     if values.null_count:
         raise ColumnError(f"{path}: column 'embedding' has {values.null_count} null values inside its lists")
     return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(vectors), width)
+
+
+# -- folders of embeddings parts (one per rank) -------------------------------------------------
+
+PART_NAME = re.compile(r"part-([0-9]{5})\.parquet")
+# Metadata keys of a part: its number and how many parts were written together.
+PART_KEY, PARTS_KEY = "part", "parts"
+
+
+def part_name(part: int) -> str:
+    return f"part-{part:05d}.parquet"
+
+
+def embedding_parts(folder: Path) -> list[Path]:
+    """The Parquet files of an embeddings folder, in part order, checked to be one complete write.
+
+    Parts datadiet wrote carry their number and the number written; every one must be there, and
+    all must come from one write (the same count and encoder). A folder of other Parquet files
+    (another tool's dataset) is read in name order.
+    """
+    try:
+        names = sorted(name for name in os.listdir(folder) if name.endswith(".parquet") and name[0] not in "._")
+    except OSError as error:
+        raise TableError(f"--embeddings {folder}: the folder cannot be read ({error.strerror or error})") from None
+    if not names:
+        raise TableError(
+            f"--embeddings {folder}: a folder without Parquet files; give the folder --save-embeddings wrote under "
+            "torchrun (part-00000.parquet, ...) or one embeddings file"
+        )
+    described = {name: read_embeddings_metadata(folder / name) for name in names}
+    numbered = {name: meta for name, meta in described.items() if PARTS_KEY in meta}
+    if not numbered:
+        return [folder / name for name in names]
+    first_name, first = next(iter(numbered.items()))
+    parts = first[PARTS_KEY]
+    if not isinstance(parts, int) or parts < 1:
+        raise EmbeddingError(f"--embeddings {folder}: {first_name} says it is one of {parts!r} parts; save the "
+                             "embeddings again")  # fmt: skip
+    for name, meta in described.items():
+        if PARTS_KEY not in meta or meta[PARTS_KEY] != parts or meta.get("encoder") != first.get("encoder"):
+            raise EmbeddingError(
+                f"--embeddings {folder}: {name} and {first_name} come from different writes (another number of "
+                "parts or another encoder); save the embeddings again into a new folder"
+            )
+        if PART_NAME.fullmatch(name) is None or meta.get(PART_KEY) != int(name[5:10]):
+            raise EmbeddingError(
+                f"--embeddings {folder}: {name} is not named for the part it holds (part {meta.get(PART_KEY)}); "
+                "keep the names --save-embeddings gave the parts"
+            )
+        if not 0 <= meta[PART_KEY] < parts:
+            raise EmbeddingError(
+                f"--embeddings {folder}: {name} is out of range: the write had {parts} parts, "
+                f"part-00000.parquet to {part_name(parts - 1)}; remove it or save the embeddings again"
+            )
+    missing = [part_name(part) for part in range(parts) if part_name(part) not in described]
+    if missing:
+        raise EmbeddingError(
+            f"--embeddings {folder}: {missing[0]} is missing ({len(missing)} of the {parts} parts written together "
+            "are); copy the whole folder, or save the embeddings again"
+        )
+    return [folder / part_name(part) for part in range(parts)]
+
+
+def read_embeddings_metadata(path: Path) -> dict[str, Any]:
+    """The JSON metadata of an embeddings file (e.g. its encoder), without reading its rows."""
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as failure:
+        reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+        raise TableError(f"{path}: not a Parquet embeddings file ({reason})") from None
+    try:
+        metadata = json.loads(raw[EMBEDDINGS_METADATA_KEY]) if EMBEDDINGS_METADATA_KEY in raw else {}
+    except json.JSONDecodeError:
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def check_parts_folder(folder: Path) -> None:
+    """An existing folder may be replaced by a new write only if it holds nothing but embeddings parts."""
+    if not folder.is_dir():
+        return
+    others = sorted(name for name in os.listdir(folder) if PART_NAME.fullmatch(name) is None)
+    if others:
+        raise OptionError(
+            f"--save-embeddings {folder}: the folder holds other files than embeddings parts (e.g. {others[0]}); "
+            "give a new folder, or one an earlier --save-embeddings wrote"
+        )
+
+
+def staging_folder(target: Path, pid: int) -> Path:
+    """Where a write of the folder `target` happens before it appears whole: `.NAME.tmp-PID`, the name
+    every datadiet temporary has, so that what a killed writer left is recognised and removed."""
+    return target.with_name(f".{target.name}.tmp-{pid}")
+
+
+def prepare_staging(target: Path, pid: int) -> Path:
+    """An empty staging folder for `target`; staging folders killed writers left are removed first."""
+    staging = staging_folder(target, pid)
+    for stale in [*stale_temporaries(target), staging]:
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as error:
+        raise OutputError(f"{target}: could not be written ({error.strerror or error}); {_FOLDER_FIX}") from None
+    return staging
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Put the finished staging folder in place of `target` (an earlier write is replaced only now)."""
+    retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        check_parts_folder(target)  # nothing else appeared there since the command started
+    try:
+        if target.exists():
+            os.replace(target, retired)
+        os.replace(staging, target)
+    except OSError as error:
+        if retired.exists() and not target.exists():
+            os.replace(retired, target)  # the earlier write stays as it was
+        raise OutputError(f"{target}: could not be written ({error.strerror or error}); {_FOLDER_FIX}") from None
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+_FOLDER_FIX = "check the folder's permissions and free space, or choose another --save-embeddings path"
 
 
 # -- other tables (training dynamics, predictions) ------------------------------------------
