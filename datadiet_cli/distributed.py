@@ -14,6 +14,7 @@ rank's line instead of waiting forever for a peer that has gone.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,12 @@ MESSAGE_BYTES = 1024
 # limit (10 minutes under NCCL) would end a healthy job; a rank that dies is noticed by torchrun,
 # which stops the job, so a long limit does not leave a broken job waiting.
 PEER_PATIENCE = timedelta(days=7)
+# torch modules with functions whose default argument is the default process group
+# (`group=group.WORLD`), evaluated at import. torch.export's loader (a .pt2 encoder) imports
+# them; imported after the group has started, they keep it alive past destroy_process_group and its
+# gloo threads race the interpreter's exit: a rank that had finished died with SIGABRT ("terminate
+# called without an active exception") in 3 of 5 torchrun runs of `cluster`. Imported before, they hold None.
+GROUP_CAPTURING_MODULES = ("torch.distributed.nn", "torch.distributed._shard.sharded_tensor")
 # What torchrun sets; WORLD_SIZE alone decides whether this process is part of a distributed job.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -127,6 +134,8 @@ def launched(device: str = "auto") -> Iterator[Ranks]:
     ranks = replace(ranks, device=chosen, comm=chosen if chosen.startswith("cuda") else "cpu")
     owned = not dist.is_initialized()
     if owned:
+        for name in GROUP_CAPTURING_MODULES:  # before the group exists: see GROUP_CAPTURING_MODULES
+            importlib.import_module(name)
         if chosen.startswith("cuda"):
             import torch
 

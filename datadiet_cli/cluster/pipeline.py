@@ -12,7 +12,6 @@ stops with that rank's error and nothing is written; only rank 0 writes the mani
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import shutil
@@ -40,23 +39,6 @@ from datadiet_cli.io.tables import (
     staging_folder,
     write_embeddings,
 )
-
-# torch modules whose functions take the default process group as a default argument (`group=group.WORLD`),
-# evaluated when the module is imported. torch.export's loader imports them; imported after the group has
-# started, they keep it alive past destroy_process_group, and its gloo threads then race the interpreter's
-# exit: a rank that had finished its work died with SIGABRT ("terminate called without an active
-# exception") in 3 of 5 torchrun runs with the shared .pt2 encoder. Imported before, they hold None.
-GROUP_CAPTURING_MODULES = ("torch.distributed.nn", "torch.distributed._shard.sharded_tensor")
-
-
-def import_before_launch() -> None:
-    """Import what must be imported before torchrun's process group starts (GROUP_CAPTURING_MODULES)."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():  # a caller started the group: imported now, they would capture it
-        return
-    for name in GROUP_CAPTURING_MODULES:
-        importlib.import_module(name)
 
 
 @dataclass(frozen=True)

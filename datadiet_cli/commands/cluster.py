@@ -12,7 +12,6 @@ from datadiet_cli.cluster.pipeline import (
     ClusterJob,
     check_outputs,
     cluster_manifest,
-    import_before_launch,
     write_outputs,
 )
 from datadiet_cli.io.manifest import read_manifest
@@ -120,8 +119,6 @@ def cluster(
     Example: datadiet cluster cifar.parquet -o clustered.parquet --encoder ../shared/models/efficientnet_lite0_imagenet.pt2
     """
     inputs = (manifest, *(embeddings or ()), *([embedding_ids] if embedding_ids else []))
-    if distributed.from_environment().distributed:
-        import_before_launch()
     with distributed.launched(device.value) as ranks:
         with distributed.together(ranks):
             check_outputs(output, save_embeddings, inputs, ranks)

@@ -17,7 +17,7 @@ Rounds alternate the order of a 1-process launch and a `torchrun --nproc-per-nod
 both meet the same load from other processes; the table gives medians over rounds (over repeats
 within a launch for the k-means times), speed-ups, and the load average around every launch.
 
-Usage: python benchmarks/distributed_cluster.py [--rounds 5] [--k 100,1000] [--iterations 5] [--out DIR]
+Usage: python benchmarks/bench_distributed_cluster.py [--rounds 5] [--k 100,1000] [--iterations 5] [--out DIR]
 """
 
 from __future__ import annotations
@@ -67,12 +67,9 @@ def worker(manifest_path: Path, result: Path, ks: list[int], iterations: int) ->
     from datadiet_cli.cluster.embed import embed_pixels, load_pixels
     from datadiet_cli.cluster.encoders import load_encoder
     from datadiet_cli.cluster.kmeans import ClusterConfig, Engine, _lloyd_torch, chunk_rows, seed_centres
-    from datadiet_cli.cluster.pipeline import import_before_launch
     from datadiet_cli.io.manifest import read_manifest
 
     torch.set_num_threads(1)
-    if distributed.from_environment().distributed:
-        import_before_launch()
     with distributed.launched("cpu") as ranks:
         manifest = read_manifest(manifest_path)
         rows = ranks.shard(manifest.num_rows)
