@@ -9,6 +9,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -121,3 +122,11 @@ def _unpack(tarball: Path, target: Path) -> None:
         os.replace(unpacked, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_ranks(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Every test module's shared commands (tests/ranks.py: share) run in one real 2-rank gloo job."""
+    from ranks import run_shared
+
+    return run_shared(tmp_path_factory.mktemp("ranks"))

@@ -5,6 +5,11 @@ torchrun gives its workers (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PO
 the commands in order through the CLI, inside one process group it starts once, so a test
 pays torch's import once per rank for several commands. `torchrun=True` launches through the
 real `torchrun` instead (slower: its agent imports torch too), to test that path itself.
+
+Test modules `share(name, prepare)` their commands at import; conftest's `shared_ranks` fixture
+runs every module's commands in one job (torch's import is most of a small job's time) and
+gives each module its commands' exit codes and output. A command is an argument list, or
+{"args": [...], "expect": CODE, "interrupt_epoch": N} (rank_driver.py).
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A job that has not finished by then is stuck (e.g. a rank waiting for a peer that is gone).
 TIMEOUT_S = 120
+
+
+# Lines the driver writes around each command: "<MARK> <index> start" (stdout and stderr), "<MARK> <index> exit <code>".
+MARK = "@@datadiet-test-command@@"
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,54 @@ class RankResult:
     returncode: int
     stdout: str
     stderr: str
+
+
+Prepare = Callable[[Path], list[Any]]  # a module's inputs written into a folder -> its commands
+SHARED: dict[str, Prepare] = {}
+
+
+def share(name: str, prepare: Prepare) -> None:
+    """Run `prepare(folder)`'s commands in the session's shared 2-rank job (conftest: shared_ranks)."""
+    SHARED[name] = prepare
+
+
+@dataclass(frozen=True)
+class SharedJob:
+    folder: Path  # module NAME's inputs and outputs are under folder / NAME
+    parts: dict[str, list[RankResult]]  # per module: rank 0's and rank 1's results of its commands
+
+
+def run_shared(folder: Path) -> SharedJob:
+    """Every shared module's commands in one 2-rank job; per module, each rank's exit code (of its
+    last command; -1 if the job stopped before it) and its commands' output."""
+    commands: list[Any] = []
+    owners: list[str] = []
+    for name, prepare in SHARED.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        part = prepare(folder / name)
+        commands += part
+        owners += [name] * len(part)
+    ranks = run_ranks(commands, world=2, env={"DATADIET_CACHE": str(folder / "cache")})
+    return SharedJob(folder, {name: [part_of(rank, owners, name) for rank in ranks] for name in SHARED})
+
+
+def part_of(result: RankResult, owners: list[str], name: str) -> RankResult:
+    """The output and last exit code of `name`'s commands in one rank's output of a shared job."""
+    codes: dict[int, int] = {}
+    texts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    for stream in texts:
+        index = -1
+        for line in getattr(result, stream).splitlines(keepends=True):
+            if line.startswith(MARK):
+                words = line.split()
+                index = int(words[1])
+                if words[2] == "exit":
+                    codes[index] = int(words[3])
+                continue
+            if 0 <= index < len(owners) and owners[index] == name:
+                texts[stream].append(line)
+    mine = [index for index, owner in enumerate(owners) if owner == name]
+    return RankResult(codes.get(mine[-1], -1), "".join(texts["stdout"]), "".join(texts["stderr"]))
 
 
 def free_port() -> int:
@@ -44,7 +103,7 @@ def job_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_ranks(
-    commands: list[list[str]], world: int = 2, *, torchrun: bool = False, env: dict[str, str] | None = None
+    commands: list[Any], world: int = 2, *, torchrun: bool = False, env: dict[str, str] | None = None
 ) -> list[RankResult]:
     """Every rank's exit code and output after running `commands` (each a datadiet argument list)."""
     environment = job_environment(env)

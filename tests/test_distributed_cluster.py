@@ -1,7 +1,7 @@
 """`datadiet cluster` under torchrun: two gloo ranks give one process's clusters, save and read
 embeddings folders, and fail together; the folder checks and the option checks in one process.
 
-One real 2-process job (tests/ranks.py) runs every distributed command of this module; the
+The session's one real 2-process job (tests/ranks.py: share) runs this module's distributed commands; the
 one-process references run in the pytest process.
 """
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from ranks import RankResult, run_ranks
+from ranks import RankResult, SharedJob, share
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
@@ -34,6 +35,10 @@ BAD_ROW = 40  # in rank 1's block
 DATASET = {"kind": "builtin", "name": "toy", "root": None, "classes": ["a", "b"], "split": None,
            "image_shape": None, "source": "toy"}  # fmt: skip
 CLUSTER = ["--encoder", "pixels", "--engine", "torch", "--k", "3"]
+
+
+def duplicates(folder: Path) -> list[str]:
+    return ["--embeddings", str(folder / "dup-emb.parquet"), "--engine", "torch", "--k", "3"]
 
 
 def write_tree(root: Path) -> None:
@@ -58,40 +63,48 @@ class Job:
     bad_image: Path
 
 
-@pytest.fixture(scope="module")
-def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
-    """Images, a copy with one corrupt image in rank 1's block, duplicate-heavy embeddings; the 2-rank job
-    (cluster + save a folder, cluster from the folder, cluster the duplicates, the corrupt copy) and the
-    one-process references."""
-    folder = tmp_path_factory.mktemp("distributed-cluster")
-    cache = folder / "cache"  # the module's own pixel cache, for the job and the references alike
+def prepare(folder: Path) -> list[Any]:
+    """Images, a copy with one corrupt image in rank 1's block, duplicate-heavy embeddings; the module's
+    commands for the shared 2-rank job (cluster + save a folder, cluster from the folder, cluster the
+    duplicates, the corrupt copy)."""
+    cache = folder / "cache"  # the module's own pixel cache, for the inputs and the references
     write_tree(folder / "tree")
     invoke(["ingest", str(folder / "tree"), "-o", str(folder / "in.parquet")], cache)
     write_tree(folder / "bad")
     invoke(["ingest", str(folder / "bad"), "-o", str(folder / "bad.parquet")], cache)
-    bad_image = folder / "bad" / read_manifest(folder / "bad.parquet").table.column("path")[BAD_ROW].as_py()
-    bad_image.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    bad_image(folder).write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     # 5 + 5 copies of two points, k = 3: a cluster empties, and k-means++ runs out of distinct rows.
     ids = [f"d{i}" for i in range(10)]
     write_manifest(new_manifest(ids, np.array([0, 1] * 5), DATASET), folder / "dup.parquet")
     points = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]], dtype=np.float32), 5, axis=0)
     write_embeddings(ids, points, folder / "dup-emb.parquet", {})
-    duplicates = ["--embeddings", str(folder / "dup-emb.parquet"), "--engine", "torch", "--k", "3"]
-    ranks = run_ranks(
-        [
-            ["cluster", str(folder / "in.parquet"), "-o", str(folder / "two.parquet"), *CLUSTER,
-             "--save-embeddings", str(folder / "emb")],
-            ["cluster", str(folder / "in.parquet"), "-o", str(folder / "again.parquet"), "--embeddings",
-             str(folder / "emb"), "--engine", "torch", "--k", "3", "-q"],
-            ["cluster", str(folder / "dup.parquet"), "-o", str(folder / "dup-two.parquet"), *duplicates, "-q"],
-            ["cluster", str(folder / "bad.parquet"), "-o", str(folder / "bad-out.parquet"), *CLUSTER, "-q"],
-        ],
-        env={"DATADIET_CACHE": str(cache)},
-    )  # fmt: skip
+    return [
+        ["cluster", str(folder / "in.parquet"), "-o", str(folder / "two.parquet"), *CLUSTER,
+         "--save-embeddings", str(folder / "emb")],
+        ["cluster", str(folder / "in.parquet"), "-o", str(folder / "again.parquet"), "--embeddings",
+         str(folder / "emb"), "--engine", "torch", "--k", "3", "-q"],
+        ["cluster", str(folder / "dup.parquet"), "-o", str(folder / "dup-two.parquet"), *duplicates(folder), "-q"],
+        {"args": ["cluster", str(folder / "bad.parquet"), "-o", str(folder / "bad-out.parquet"), *CLUSTER, "-q"],
+         "expect": 1},
+    ]  # fmt: skip
+
+
+def bad_image(folder: Path) -> Path:
+    return folder / "bad" / read_manifest(folder / "bad.parquet").table.column("path")[BAD_ROW].as_py()
+
+
+share("cluster", prepare)
+
+
+@pytest.fixture(scope="module")
+def job(shared_ranks: SharedJob) -> Job:
+    """The shared job's cluster results, and the one-process references."""
+    folder = shared_ranks.folder / "cluster"
     invoke(["cluster", str(folder / "in.parquet"), "-o", str(folder / "one.parquet"), *CLUSTER,
-            "--save-embeddings", str(folder / "one-emb.parquet")], cache)  # fmt: skip
-    invoke(["cluster", str(folder / "dup.parquet"), "-o", str(folder / "dup-one.parquet"), *duplicates], cache)
-    return Job(folder, ranks, bad_image)
+            "--save-embeddings", str(folder / "one-emb.parquet")], folder / "cache")  # fmt: skip
+    invoke(["cluster", str(folder / "dup.parquet"), "-o", str(folder / "dup-one.parquet"), *duplicates(folder)],
+           folder / "cache")  # fmt: skip
+    return Job(folder, shared_ranks.parts["cluster"], bad_image(folder))
 
 
 def assert_same_clusters(one: Path, two: Path) -> None:

@@ -1,6 +1,6 @@
 """`score` under torchrun: two gloo ranks give the one-process columns exactly; one rank's error ends both.
 
-One real 2-process job (tests/ranks.py) runs every command, so torch is imported once per rank.
+The session's one real 2-process job (tests/ranks.py: share) runs every command, so torch is imported once per rank.
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from ranks import RankResult, SharedJob, share
 from typer.testing import CliRunner
 
 from datadiet_cli.cli import app
@@ -23,7 +25,6 @@ from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.score import probes
 from datadiet_cli.score.config import ScoreConfig, check_config
 from datadiet_cli.score.registry import Metric
-from tests.ranks import RankResult, run_ranks
 
 PROBE_ARGS = ["--probes", "2", "--probe-epochs", "1", "--recipe", "fast", "--device", "cpu"]
 # What each scoring of the job adds to PROBE_ARGS: forgetting needs 2 presentations to count events;
@@ -47,9 +48,8 @@ def score_args(source: Path, output: Path, metric: str, *extra: str) -> list[str
     return ["score", str(source), "-o", str(output), "--metric", metric, *PROBE_ARGS, *METRIC_ARGS[metric], *extra]
 
 
-@pytest.fixture(scope="module")
-def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
-    folder, reference = tmp_path_factory.mktemp("ranks"), tmp_path_factory.mktemp("one_process")
+def prepare(folder: Path) -> list[Any]:
+    """160 digits and a probes folder only rank 1 trips over; the module's commands for the shared job."""
     manifest = ingest_source(IngestConfig(source="builtin:digits", split=Split.train))
     labels = manifest.labels()
     rows = np.sort(np.concatenate([np.flatnonzero(labels == c)[:16] for c in range(10)]))  # 160 rows
@@ -58,26 +58,34 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
     (folder / "broken.probes" / "probe-01").mkdir(parents=True)
     (folder / "broken.probes" / "probe-01" / "config.json").write_text("[]\n")
     el2n_runs = [str(folder / "el2n.probes" / f"probe-0{k}") for k in (0, 1)]
-    commands = [
+    return [
         score_args(source, folder / "el2n.parquet", "el2n"),  # the only one not --quiet: who prints what
         score_args(source, folder / "forgetting.parquet", "forgetting", "--quiet"),
         score_args(source, folder / "memorization.parquet", "memorization", "--quiet"),
         score_args(source, folder / "from_runs.parquet", "el2n", "--quiet",
                    "--from-runs", el2n_runs[0], "--from-runs", el2n_runs[1]),
-        score_args(source, folder / "broken.parquet", "el2n", "--quiet"),  # last: the ranks stop at a failure
+        {"args": score_args(source, folder / "broken.parquet", "el2n", "--quiet"), "expect": 1},
     ]  # fmt: skip
-    ranks = run_ranks(commands, world=2)
+
+
+share("score", prepare)
+
+
+@pytest.fixture(scope="module")
+def job(shared_ranks: SharedJob, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
+    folder, reference = shared_ranks.folder / "score", tmp_path_factory.mktemp("one_process")
     # The ranks run torch with OMP_NUM_THREADS=1; the reference must too, for equal float rounding.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for metric in METRIC_ARGS:
-            arguments = score_args(source, reference / f"{metric}.parquet", metric, "--quiet", "--jobs", "1")
+            arguments = score_args(folder / "small.parquet", reference / f"{metric}.parquet", metric, "--quiet",
+                                   "--jobs", "1")  # fmt: skip
             result = CliRunner().invoke(app, arguments)
             assert result.exit_code == 0, result.output
     finally:
         torch.set_num_threads(threads)
-    yield Job(folder, reference, ranks)
+    yield Job(folder, reference, shared_ranks.parts["score"])
 
 
 @pytest.mark.parametrize("metric", list(METRIC_ARGS))

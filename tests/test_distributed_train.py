@@ -1,6 +1,6 @@
 """`train` and `evaluate` under torchrun: 2 gloo ranks on the CPU train and measure the run one process would.
 
-One real 2-process job (tests/ranks.py) runs every distributed command of this module; the
+The session's one real 2-process job (tests/ranks.py: share) runs this module's distributed commands; the
 one-process references run here, in the test process.
 """
 
@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from ranks import RankResult, run_ranks
+from conftest import write_learnable_tree
+from ranks import RankResult, SharedJob, run_ranks, share
 
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
 from datadiet_cli.io.manifest import read_manifest, write_manifest
@@ -36,15 +38,14 @@ class Job:
     ranks: list[RankResult]
 
 
-@pytest.fixture(scope="module")
-def job(learnable_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Job:
-    folder = tmp_path_factory.mktemp("ddp")
+def prepare(folder: Path) -> list[Any]:
+    """Train and test manifests of 8x8 images; the module's commands for the shared 2-rank job."""
+    write_learnable_tree(folder / "tree", {"train": 20, "test": 6})
     for split in (Split.train, Split.test):
-        write_manifest(
-            ingest_source(IngestConfig(source=str(learnable_tree), split=split)), folder / f"{split.value}.parquet"
-        )
+        manifest = ingest_source(IngestConfig(source=str(folder / "tree"), split=split))
+        write_manifest(manifest, folder / f"{split.value}.parquet")
     train = ["train", str(folder / "train.parquet"), *TRAIN, "-o"]
-    commands = [
+    return [
         [*train, str(folder / "whole")],
         {"args": [*train, str(folder / "broken")], "interrupt_epoch": 2},
         [*train, str(folder / "broken"), "--resume"],
@@ -61,10 +62,16 @@ def job(learnable_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Job:
             "-o",
             str(folder / "eval.json"),
         ],
-        # Last: it fails, and the job stops there.
-        [*train, str(folder / "odd"), "--batch-size", "15"],
+        {"args": [*train, str(folder / "odd"), "--batch-size", "15"], "expect": 2},
     ]
-    return Job(folder, run_ranks(commands, world=2))
+
+
+share("train", prepare)
+
+
+@pytest.fixture(scope="module")
+def job(shared_ranks: SharedJob) -> Job:
+    return Job(shared_ranks.folder / "train", shared_ranks.parts["train"])
 
 
 def config() -> TrainConfig:
@@ -94,7 +101,7 @@ def dynamics(run: Path) -> dict[str, np.ndarray]:
 
 
 def test_two_ranks_train_what_one_process_trains(job: Job) -> None:
-    assert [rank.returncode for rank in job.ranks] == [2, 2]  # the last command fails; all before it succeed
+    assert [rank.returncode for rank in job.ranks] == [2, 2]  # the last command fails, as it should
     alone = job.folder / "alone"
     train_run(read_manifest(job.folder / "train.parquet"), config(), alone)
 
