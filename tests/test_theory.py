@@ -544,14 +544,36 @@ FORMER_HANGS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("args", "message"), FORMER_HANGS, ids=[" ".join(args) for args, _ in FORMER_HANGS])
-def test_cli_former_hangs_fail_fast_in_a_subprocess(args: list[str], message: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def former_hangs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
+    """Each FORMER_HANGS command run as its own `python -m datadiet_cli theory` process, all at once
+    (a hang would end in the 10 s timeout): {command: (exit code, stdout, stderr)}."""
     import os
     import subprocess
 
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "datadiet_cli", "theory", *(arg.format(tmp=tmp_path) for arg in args)]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=10, env=env)
+    tmp = tmp_path_factory.mktemp("former-hangs")
+    running = {
+        " ".join(args): subprocess.Popen(
+            [sys.executable, "-m", "datadiet_cli", "theory", *(arg.format(tmp=tmp) for arg in args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for args, _ in FORMER_HANGS
+    }
+    results = {}
+    for name, process in running.items():
+        stdout, stderr = process.communicate(timeout=10)
+        results[name] = (process.returncode, stdout, stderr)
+    return results
+
+
+@pytest.mark.parametrize(("args", "message"), FORMER_HANGS, ids=[" ".join(args) for args, _ in FORMER_HANGS])
+def test_cli_former_hangs_fail_fast_in_a_subprocess(
+    args: list[str], message: str, former_hangs: dict[str, tuple[int, str, str]]
+) -> None:
     # Exactly the one line on stderr: no warning, no traceback, no progress bar.
-    assert (completed.returncode, completed.stdout, completed.stderr) == (2, "", f"error: {message}\n")
+    assert former_hangs[" ".join(args)] == (2, "", f"error: {message}\n")
