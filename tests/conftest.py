@@ -124,9 +124,26 @@ def _unpack(tarball: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def shared_ranks(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Every test module's shared commands (tests/ranks.py: share) run in one real 2-rank gloo job."""
-    from ranks import run_shared
+# The shared 2-rank job (tests/ranks.py), started once collection has ended.
+_shared_job: list[Any] = []
 
-    return run_shared(tmp_path_factory.mktemp("ranks"))
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the shared 2-rank job now if a selected test needs it: it then runs while the in-process
+    tests before that one do (most of them use one core of two)."""
+    if any("shared_ranks" in getattr(item, "fixturenames", ()) for item in session.items):
+        from ranks import PendingShared
+
+        _shared_job.append(PendingShared(Path(tempfile.mkdtemp(prefix="datadiet-ranks-"))))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for pending in _shared_job:
+        pending.job.stop()
+        shutil.rmtree(pending.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_ranks() -> Any:
+    """Every test module's shared commands (tests/ranks.py: share) run in one real 2-rank gloo job."""
+    return _shared_job[0].wait()

@@ -14,7 +14,6 @@ gives each module its commands' exit codes and output. A command is an argument 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -57,18 +56,27 @@ class SharedJob:
     parts: dict[str, list[RankResult]]  # per module: rank 0's and rank 1's results of its commands
 
 
-def run_shared(folder: Path) -> SharedJob:
-    """Every shared module's commands in one 2-rank job; per module, each rank's exit code (of its
-    last command; -1 if the job stopped before it) and its commands' output."""
-    commands: list[Any] = []
-    owners: list[str] = []
-    for name, prepare in SHARED.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        part = prepare(folder / name)
-        commands += part
-        owners += [name] * len(part)
-    ranks = run_ranks(commands, world=2, env={"DATADIET_CACHE": str(folder / "cache")})
-    return SharedJob(folder, {name: [part_of(rank, owners, name) for rank in ranks] for name in SHARED})
+class PendingShared:
+    """The shared job, started: `wait()` gives its SharedJob (conftest starts it as collection ends,
+    so it runs beside the in-process tests that come before the first test that needs it)."""
+
+    def __init__(self, folder: Path) -> None:
+        commands: list[Any] = []
+        self.folder, self.owners = folder, []
+        for name, prepare in SHARED.items():
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            part = prepare(folder / name)
+            commands += part
+            self.owners += [name] * len(part)
+        self.job = start_ranks(commands, world=2, env={"DATADIET_CACHE": str(folder / "cache")})
+        self.result: SharedJob | None = None
+
+    def wait(self) -> SharedJob:
+        if self.result is None:
+            ranks = self.job.wait()
+            parts = {name: [part_of(rank, self.owners, name) for rank in ranks] for name in SHARED}
+            self.result = SharedJob(self.folder, parts)
+        return self.result
 
 
 def part_of(result: RankResult, owners: list[str], name: str) -> RankResult:
@@ -106,39 +114,57 @@ def run_ranks(
     commands: list[Any], world: int = 2, *, torchrun: bool = False, env: dict[str, str] | None = None
 ) -> list[RankResult]:
     """Every rank's exit code and output after running `commands` (each a datadiet argument list)."""
-    environment = job_environment(env)
     if torchrun:
         assert len(commands) == 1, "torchrun runs one command line"
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
                    "--tee=3", "-m", "datadiet_cli", *commands[0]]  # fmt: skip
-        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=TIMEOUT_S)
+        done = subprocess.run(command, env=job_environment(env), capture_output=True, text=True, timeout=TIMEOUT_S)
         return [RankResult(done.returncode, done.stdout, done.stderr)]
-    environment |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world)}
-    script = [sys.executable, "-m", "tests.rank_driver", json.dumps(commands)]
-    # Output goes to files, not pipes: a rank writing more than a pipe holds must not block the job.
-    with contextlib.ExitStack() as files:
-        outputs = [(files.enter_context(tempfile.TemporaryFile("w+")), files.enter_context(tempfile.TemporaryFile("w+")))
-                   for _ in range(world)]  # fmt: skip
-        processes = [
+    return start_ranks(commands, world, env=env).wait()
+
+
+class RunningJob:
+    """`world` rank processes running tests/rank_driver.py, their output going to files (not pipes:
+    a rank writing more than a pipe holds must not block the job)."""
+
+    def __init__(self, commands: list[Any], world: int, env: dict[str, str]) -> None:
+        script = [sys.executable, "-m", "tests.rank_driver", json.dumps(commands)]
+        # Open while the ranks run; wait() closes them.
+        self.outputs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(world)]  # noqa: SIM115
+        self.processes = [
             subprocess.Popen(
                 script,
-                env=environment | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+                env=env | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
                 cwd=REPO_ROOT,
-                stdout=outputs[rank][0],
-                stderr=outputs[rank][1],
+                stdout=self.outputs[rank][0],
+                stderr=self.outputs[rank][1],
                 text=True,
             )
             for rank in range(world)
         ]
+
+    def wait(self) -> list[RankResult]:
         try:
-            codes = [process.wait(timeout=TIMEOUT_S) for process in processes]
+            codes = [process.wait(timeout=TIMEOUT_S) for process in self.processes]
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
+            self.stop()
         results = []
-        for code, (stdout, stderr) in zip(codes, outputs, strict=True):
+        for code, (stdout, stderr) in zip(codes, self.outputs, strict=True):
             stdout.seek(0)
             stderr.seek(0)
             results.append(RankResult(code, stdout.read(), stderr.read()))
-    return results
+            stdout.close()
+            stderr.close()
+        return results
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def start_ranks(commands: list[Any], world: int = 2, *, env: dict[str, str] | None = None) -> RunningJob:
+    environment = job_environment(env)
+    environment |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world)}
+    return RunningJob(commands, world, environment)
