@@ -38,6 +38,8 @@ def evaluate(
 
     Accuracies are fractions in [0, 1] (top-5 is top-k with k = min(5, classes)). The JSON has the keys top1, top5, loss, n and per_class; the run's classes must match the test manifest's.
 
+    Under torchrun (docs/distributed.md) each process predicts its share of the test rows and rank 0 writes the same JSON, e.g. torchrun --nproc-per-node 8 -m datadiet_cli evaluate runs/kept val.parquet
+
     Example: datadiet evaluate runs/kept test.parquet --predictions runs/kept/test-predictions.parquet
     """
     from datadiet_cli.io.manifest import read_manifest
