@@ -19,10 +19,13 @@ from conftest import write_learnable_tree
 from ranks import RankResult, SharedJob, run_ranks, share
 
 from datadiet_cli.data.ingest import IngestConfig, Split, ingest_source
+from datadiet_cli.distributed import Ranks
+from datadiet_cli.errors import OptionError
 from datadiet_cli.io.manifest import read_manifest, write_manifest
 from datadiet_cli.io.rundir import RunDir
-from datadiet_cli.train.evaluate import evaluate_run
+from datadiet_cli.train.evaluate import evaluate_run, predict
 from datadiet_cli.train.loop import train_run
+from datadiet_cli.train.parallel import check_world
 from datadiet_cli.train.recipes import Precision, TrainConfig, recipe_with
 
 # 60 images in batches of 16: 4 global batches of 15, split 8 + 7 over the two ranks.
@@ -62,6 +65,7 @@ def prepare(folder: Path) -> list[Any]:
             "-o",
             str(folder / "eval.json"),
         ],
+        [*[arg for arg in train if arg != "--sync-bn"], str(folder / "unsynced")],
         {"args": [*train, str(folder / "odd"), "--batch-size", "15"], "expect": 2},
     ]
 
@@ -170,3 +174,26 @@ def test_the_real_torchrun_launches_datadiet_and_one_process_commands_refuse(tmp
     # torchrun stops the other rank as soon as one fails, so it may not live to print the line too.
     assert 1 <= done.stdout.count(refusal) + done.stderr.count(refusal) <= 2
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_without_sync_bn_the_eval_pass_measures_the_checkpointed_model_on_every_rank(job: Job) -> None:
+    # Each rank's BatchNorm statistics drift with its own part of the last step; the epoch ends with rank 0's.
+    run = job.folder / "unsynced"
+    predictions = predict(run, read_manifest(job.folder / "train.parquet"), device="cpu")
+    table = dynamics(run)
+    last = (table["source"] == "eval") & (table["epoch"] == 2)
+    measured = dict(zip(table["id"][last], table["loss"][last], strict=True))
+    np.testing.assert_allclose([measured[i] for i in predictions.ids], predictions.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_a_rank_with_no_example_of_a_batch_is_refused_before_any_work() -> None:
+    two = Ranks(rank=0, world=2)
+    check_world(16, 60, two)
+    with pytest.raises(OptionError) as refused:
+        check_world(2, 59, two)  # 30 batches: 29 of 2 and one of 1
+    assert str(refused.value) == (
+        "--batch-size 2: 59 examples make batches of 1, fewer than the 2 ranks; use a larger --batch-size or fewer "
+        "processes"
+    )
+    with pytest.raises(OptionError, match=r"^1 example\(s\) cannot be shared by 2 ranks; start fewer processes$"):
+        check_world(2, 1, two)

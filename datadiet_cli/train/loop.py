@@ -33,7 +33,13 @@ from datadiet_cli.io.rundir import CHECKPOINT_FIX, DAMAGED_RUN_FIX, METRICS_FILE
 from datadiet_cli.train.batches import ImageData, Normalisation, load_data, split_batches
 from datadiet_cli.train.dynamics import DynamicsBuffer, dynamics_metadata
 from datadiet_cli.train.models import build_model
-from datadiet_cli.train.parallel import batch_loss, check_world, data_parallel, synced_batchnorm
+from datadiet_cli.train.parallel import (
+    batch_loss,
+    check_world,
+    data_parallel,
+    synced_batchnorm,
+    synchronise_buffers,
+)
 from datadiet_cli.train.plan import Plan, plan_run, run_settings
 from datadiet_cli.train.recipes import (
     Augment,
@@ -156,6 +162,7 @@ def train_run(
 
             # -- End of the epoch: measurements, dynamics, checkpoint (in that order) -------------------
             history.append(meter.finish(first_step + len(epoch_batches), lr, ranks))
+            synchronise_buffers(net, ranks, config.sync_bn)
             check_not_diverged(history[-1], net, recipe, run)  # before anything of a diverged epoch is written
             trained_seconds, trained_images = trained_seconds + meter.seconds, trained_images + meter.images
             trained = seen.columns(ids, epoch, "train", ranks) if seen is not None else None

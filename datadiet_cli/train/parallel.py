@@ -21,6 +21,7 @@ from torch import nn
 
 from datadiet_cli.distributed import Ranks, all_sum_
 from datadiet_cli.errors import OptionError
+from datadiet_cli.train.recipes import steps_per_epoch
 
 
 def check_world(batch_size: int, rows: int, ranks: Ranks) -> None:
@@ -34,6 +35,21 @@ def check_world(batch_size: int, rows: int, ranks: Ranks) -> None:
         )
     if rows < ranks.world:
         raise OptionError(f"{rows} example(s) cannot be shared by {ranks.world} ranks; start fewer processes")
+    batches = steps_per_epoch(rows, batch_size)
+    if rows // batches < ranks.world:  # split_batches' smallest batch: a rank would get no examples of it
+        raise OptionError(
+            f"--batch-size {batch_size}: {rows} examples make batches of {rows // batches}, fewer than the "
+            f"{ranks.world} ranks; use a larger --batch-size or fewer processes"
+        )
+
+
+def synchronise_buffers(model: nn.Module, ranks: Ranks, sync_bn: bool) -> None:
+    """Without --sync-bn each rank's BatchNorm running statistics drift with its own part of the
+    last step; at an epoch's end every rank takes rank 0's, the ones the checkpoint holds, so the
+    eval pass and the divergence check see the saved model on every rank."""
+    if ranks.distributed and not sync_bn:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
 
 
 def batch_loss(losses: torch.Tensor, global_count: int, ranks: Ranks) -> torch.Tensor:
