@@ -104,15 +104,14 @@ def check_embeddings(matrix: np.ndarray, ids: np.ndarray, source: str, spherical
     bad_rows = ~np.isfinite(matrix).all(axis=1)
     zero_rows = ~matrix.any(axis=1) if spherical else np.zeros(len(matrix), dtype=bool)
     bad_total, zero_total = all_sum(ranks, np.array([bad_rows.sum(), zero_rows.sum()], dtype=np.int64))
-    with together(ranks):
+    with together(ranks):  # the lowest rank holding such a row names its first one; NaN before zeros, as in one process
         if bad_rows.any():
             first = int(np.flatnonzero(bad_rows)[0])
             raise EmbeddingError(
                 f"{source}: {int(bad_total)} embeddings contain NaN or inf (first at id '{ids[first]}'); "
                 "fix or drop those rows before clustering"
             )
-    with together(ranks):
-        if zero_rows.any():
+        if bad_total == 0 and zero_rows.any():
             first = int(np.flatnonzero(zero_rows)[0])
             raise EmbeddingError(
                 f"{source}: {int(zero_total)} embeddings are all zeros (first at id '{ids[first]}'); "
