@@ -48,6 +48,13 @@ def test_every_command_help_ends_with_an_example(command: str) -> None:
     assert description.strip().splitlines()[-1].strip().startswith(f"Example: datadiet {command} ")
 
 
+@pytest.mark.parametrize("command", PIPELINE + [f"theory {name}" for name in THEORY])
+def test_no_help_text_loses_words_to_markup(command: str) -> None:
+    # Markdown help swallows <words> as HTML tags, leaving a double space where they stood.
+    description = help_text(*command.split()).split("╭─", 1)[0]
+    assert [line.strip() for line in description.splitlines() if "  " in line.strip()] == []
+
+
 def test_help_does_not_import_torch() -> None:
     code = (
         "import sys\n"

@@ -86,7 +86,7 @@ def score(
 ) -> None:
     """Add a difficulty score column computed from probe models that datadiet trains itself.
 
-    Each probe is an ordinary `train` run kept under --probes-dir, so an interrupted run resumes and probes can be trained elsewhere and scored with --from-runs. Writes <metric> and, for el2n, grand and forgetting, <metric>_std across probes.
+    Each probe is an ordinary `train` run kept under --probes-dir, so an interrupted run resumes and probes can be trained elsewhere and scored with --from-runs. Adds a column named after the metric (or --column) and, for el2n, grand and forgetting, the same name + `_std`: its spread across probes.
 
     Example: datadiet score train.parquet -o scored.parquet --metric el2n --probes 10 --probe-epochs 20
     """
