@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,16 @@ def modules(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.py"))
 
 
+@functools.cache
+def nodes(path: Path) -> list[ast.AST]:
+    """Every node of a module's syntax tree, parsed once for all the tests here."""
+    return list(ast.walk(ast.parse(path.read_text())))
+
+
 def imported_packages(path: Path) -> set[str]:
     """The top-level datadiet_cli packages a module imports (at any depth in the file)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in nodes(path):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("datadiet_cli."):
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.ImportFrom) and node.module == "datadiet_cli":
@@ -53,7 +60,7 @@ def test_run_folder_file_names_are_declared_only_by_rundir() -> None:
         for path in modules(PACKAGE)
         if path != PACKAGE / "io" / "rundir.py"
         for name in RUN_FOLDER_FILES
-        for node in ast.walk(ast.parse(path.read_text()))
+        for node in nodes(path)
         if isinstance(node, ast.Constant) and node.value == name
     ]
     assert naming == []
@@ -62,7 +69,7 @@ def test_run_folder_file_names_are_declared_only_by_rundir() -> None:
 def test_every_command_body_is_at_most_40_lines() -> None:
     lengths = {}
     for path in modules(PACKAGE / "commands"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in nodes(path):
             if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
                 body = node.body[1:] if ast.get_docstring(node) is not None else node.body
                 lengths[f"{path.stem}.{node.name}"] = body[-1].end_lineno - body[0].lineno + 1
@@ -79,7 +86,7 @@ def test_error_classes_are_declared_only_in_errors_py() -> None:
         f"{path.relative_to(PACKAGE)}: {node.name}"
         for path in modules(PACKAGE)
         if path != PACKAGE / "errors.py"
-        for node in ast.walk(ast.parse(path.read_text()))
+        for node in nodes(path)
         if isinstance(node, ast.ClassDef)
         and any(isinstance(base, ast.Name) and base.id.endswith("Error") for base in node.bases)
     ]
