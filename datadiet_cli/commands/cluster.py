@@ -116,7 +116,7 @@ def cluster(
 
     Under torchrun each process embeds its share of the rows, with one process's clusters: torchrun --nproc-per-node 2 -m datadiet_cli cluster cifar.parquet -o clustered.parquet --encoder MODEL.pt2
 
-    Example: datadiet cluster cifar.parquet -o clustered.parquet --encoder ../shared/models/efficientnet_lite0_imagenet.pt2
+    Example: datadiet cluster cifar.parquet -o clustered.parquet --encoder ~/models/efficientnet_lite0.pt2
     """
     inputs = (manifest, *(embeddings or ()), *([embedding_ids] if embedding_ids else []))
     with distributed.launched(device.value) as ranks:
