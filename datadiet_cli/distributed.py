@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from datadiet_cli import errors
+from datadiet_cli.device import select_device
 from datadiet_cli.errors import DatadietError, LaunchError, OptionError, RankLost
 
 if TYPE_CHECKING:
@@ -99,22 +100,20 @@ def rank_device(requested: str, ranks: Ranks) -> str:
     """The device a rank computes on: under torchrun, `auto` and `cuda` mean this rank's own GPU."""
     if not ranks.distributed:
         return requested
-    import torch
-
-    if requested in ("auto", "cuda") and torch.cuda.is_available():
-        if ranks.local_rank >= torch.cuda.device_count():
-            raise LaunchError(
-                f"LOCAL_RANK={ranks.local_rank} but this node has {torch.cuda.device_count()} CUDA device(s); "
-                "start at most one process per GPU (torchrun --nproc-per-node)"
-            )
-        return f"cuda:{ranks.local_rank}"
     if requested.startswith("cuda:"):
         raise OptionError(f"--device {requested}: under torchrun each rank takes cuda:LOCAL_RANK; use --device cuda")
     if requested == "mps":
         raise OptionError("--device mps: torch.distributed does not run on Apple's MPS; use --device cpu")
-    if requested == "cuda":
-        raise OptionError(f"--device cuda: no CUDA GPU is visible to torch {torch.__version__}; use --device cpu")
-    return "cpu"
+    if select_device(requested).type != "cuda":  # also refuses --device cuda where there is no GPU
+        return "cpu"
+    import torch
+
+    if ranks.local_rank >= torch.cuda.device_count():
+        raise LaunchError(
+            f"LOCAL_RANK={ranks.local_rank} but this node has {torch.cuda.device_count()} CUDA device(s); "
+            "start at most one process per GPU (torchrun --nproc-per-node)"
+        )
+    return f"cuda:{ranks.local_rank}"
 
 
 @contextmanager

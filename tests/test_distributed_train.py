@@ -197,3 +197,17 @@ def test_a_rank_with_no_example_of_a_batch_is_refused_before_any_work() -> None:
     )
     with pytest.raises(OptionError, match=r"^1 example\(s\) cannot be shared by 2 ranks; start fewer processes$"):
         check_world(2, 1, two)
+
+
+def test_each_rank_takes_its_own_device_and_a_named_gpu_is_refused() -> None:
+    from datadiet_cli.distributed import rank_device
+
+    two = Ranks(rank=1, world=2, local_rank=1)
+    assert rank_device("cuda:0", Ranks()) == "cuda:0"  # one process: the option as given
+    assert rank_device("cpu", two) == "cpu"
+    with pytest.raises(OptionError, match=r"^--device cuda:3: under torchrun each rank takes cuda:LOCAL_RANK; "):
+        rank_device("cuda:3", two)
+    if not torch.cuda.is_available():
+        assert rank_device("auto", two) == "cpu"
+        with pytest.raises(OptionError, match=r"^--device cuda: no CUDA GPU is visible to torch "):
+            rank_device("cuda", two)

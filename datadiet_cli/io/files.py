@@ -77,9 +77,10 @@ def outputs_written() -> list[Path]:
     return found
 
 
-def temporary_name(target: Path) -> str:
-    """`.NAME.tmp-PID` beside the target: whose it is, so a later writer can tell a killed writer's leftovers."""
-    return f".{target.name}.tmp-{os.getpid()}"
+def temporary_name(target: Path, pid: int | None = None) -> str:
+    """`.NAME.tmp-PID` beside the target: whose it is, so a later writer can tell a killed writer's leftovers.
+    PID is this process's unless given (under torchrun, rank 0 writes what every rank staged)."""
+    return f".{target.name}.tmp-{os.getpid() if pid is None else pid}"
 
 
 def stale_temporaries(target: Path) -> Iterator[Path]:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datadiet_cli.errors import ColumnError, DatadietError, EmbeddingError, OptionError, OutputError, TableError
-from datadiet_cli.io.files import atomic_path, stale_temporaries, to_jsonable, unsearchable_folder
+from datadiet_cli.io.files import atomic_path, stale_temporaries, temporary_name, to_jsonable, unsearchable_folder
 
 
 def read_parquet(
@@ -243,7 +243,7 @@ def check_parts_folder(folder: Path) -> None:
 def staging_folder(target: Path, pid: int) -> Path:
     """Where a write of the folder `target` happens before it appears whole: `.NAME.tmp-PID`, the name
     every datadiet temporary has, so that what a killed writer left is recognised and removed."""
-    return target.with_name(f".{target.name}.tmp-{pid}")
+    return target.with_name(temporary_name(target, pid))
 
 
 def prepare_staging(target: Path, pid: int) -> Path:
